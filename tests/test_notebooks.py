@@ -51,12 +51,17 @@ def run_notebook(fn: Path, skip: set, out: Path | None = None) -> None:
         except Exception:
             raise AssertionError(f"{fn.name} failed; open it in JupyterLab and run all cells.\n"
                                  + shell.prettytb(fname=fn)) from None
-    if out is not None:
+    if out is not None:  # outputs go into the raw notebook (directives intact, for the docs)
+        from execnb.nbio import read_nb
+        outputs = {c.get("id"): c for c in nb.cells if c.cell_type == "code"}
+        raw = read_nb(fn)
+        for cell in raw.cells:
+            ran = outputs.get(cell.get("id"))
+            if cell.cell_type == "code" and ran is not None:
+                cell["outputs"] = ran.get("outputs", [])
+                cell["execution_count"] = ran.get("execution_count")
         out.parent.mkdir(parents=True, exist_ok=True)
-        for cell in nb.cells:  # drop nbdev's bookkeeping attributes before writing
-            for k in [k for k in cell if k.endswith("_")]:
-                del cell[k]
-        write_nb(nb, out)
+        write_nb(raw, out)
 
 
 def test_there_are_notebooks():

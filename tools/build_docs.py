@@ -69,7 +69,7 @@ def process(nb_path: Path) -> Path:
     NBProcessor(nb=nb, procs=FilterDefaults().procs(), process=False).process()
     out_nb = nbformat.from_dict(_plain({"cells": nb.cells, "metadata": nb.metadata,
                                         "nbformat": 4, "nbformat_minor": 5}))
-    out_nb.cells = [c for c in out_nb.cells if c.get("source") or c.get("outputs")]
+    out_nb.cells = [_frontmatter_to_title(c) for c in out_nb.cells if c.get("source") or c.get("outputs")]
     for cell in out_nb.cells:
         for k in [k for k in cell if k.endswith("_")]:
             del cell[k]
@@ -80,6 +80,16 @@ def process(nb_path: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(out_nb, out)
     return out
+
+
+def _frontmatter_to_title(cell):
+    "nbdev turns `# Title` / `> summary` into Quarto front matter; give mkdocs a heading back."
+    if cell.cell_type != "raw" or not cell.source.lstrip().startswith("---"):
+        return cell
+    import yaml
+    fm = yaml.safe_load(cell.source.strip().strip("-")) or {}
+    text = f"# {fm.get('title', '')}" + (f"\n\n> {fm['description']}" if fm.get("description") else "")
+    return nbformat.v4.new_markdown_cell(text)
 
 
 def _plain(o):
