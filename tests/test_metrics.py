@@ -1,0 +1,88 @@
+"""Integration checks of clinical_bert.metrics that read badly inside a notebook:
+a missing Java runtime, the shared METEOR process under threads, its restart after a crash,
+and its shutdown at interpreter exit."""
+import os
+import subprocess
+import sys
+import threading
+import time
+import warnings
+
+import pytest
+
+from clinical_bert import metrics
+
+REFS = ["The heart is normal in size. The lungs are clear.",
+        "There is a small left pleural effusion. No pneumothorax.",
+        "Mild cardiomegaly. No focal consolidation, effusion or pneumothorax."]
+HYPS = ["The heart is normal in size. The lungs are clear.",
+        "Small left pleural effusion. The lungs are clear.",
+        ""]
+
+
+def test_missing_java_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no java
+    for meteor in (True, False):  # the PTB tokenizer needs Java too, so meteor=False does not avoid it
+        with pytest.raises(RuntimeError, match="apt-get install default-jre-headless"):
+            metrics.nlg_scores(REFS, HYPS, meteor=meteor)
+    with pytest.raises(RuntimeError, match="`java` is not on PATH"):
+        metrics.ptb_tokenize(["a"])
+
+
+def test_one_meteor_process_shared_by_threads():
+    metrics.close_meteor()
+    barrier, got = threading.Barrier(8), []
+
+    def start():
+        barrier.wait()
+        got.append(metrics.meteor_scorer())
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    assert len(got) == 8 and all(m is got[0] for m in got), "threads started more than one METEOR process"
+    pid = got[0].meteor_p.pid
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the empty hypothesis warns
+        alone = metrics.nlg_scores(REFS, HYPS)
+        results, errors = [], []
+
+        def score(hyps):
+            try: results.append((hyps, metrics.nlg_scores(REFS, hyps)))
+            except Exception as e: errors.append(e)
+
+        variants = [HYPS, REFS, HYPS[::-1], REFS]
+        threads = [threading.Thread(target=score, args=(h,)) for h in variants]
+        for t in threads: t.start()
+        for t in threads: t.join(timeout=120)
+    assert not errors, errors
+    assert len(results) == len(variants)
+    for hyps, s in results:
+        if hyps is HYPS: assert s == alone
+        if hyps is REFS: assert s["METEOR"] == pytest.approx(1.0)
+    assert metrics.meteor_scorer().meteor_p.pid == pid, "the METEOR process was not reused"
+
+
+def test_meteor_restarts_after_its_process_died():
+    m = metrics.meteor_scorer()
+    m.meteor_p.kill()
+    m.meteor_p.wait(timeout=10)
+    s = metrics.nlg_scores(REFS, REFS)  # starts a new process instead of hanging or failing
+    assert s["METEOR"] == pytest.approx(1.0)
+    assert metrics.meteor_scorer() is not m
+
+
+def test_meteor_process_closed_at_exit():
+    code = ("from clinical_bert import metrics; m = metrics.meteor_scorer(); "
+            "print(m.meteor_p.pid, flush=True)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    pid = int(out.stdout.split()[0])
+    # Without the hook, Java would live on for seconds (it exits on stdin EOF only after loading
+    # its paraphrase table), so the child must be gone at once.
+    for _ in range(10):  # the interpreter exited; its atexit hook killed and reaped the Java child
+        try: os.kill(pid, 0)
+        except ProcessLookupError: return
+        time.sleep(0.1)
+    os.kill(pid, 9)
+    pytest.fail(f"METEOR's Java process {pid} outlived the Python process")
