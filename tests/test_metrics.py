@@ -73,6 +73,19 @@ def test_meteor_restarts_after_its_process_died():
     assert metrics.meteor_scorer() is not m
 
 
+def test_meteor_dying_during_a_call_raises_and_frees_its_lock(monkeypatch):
+    m = metrics.meteor_scorer()
+    m.meteor_p.kill()
+    m.meteor_p.wait(timeout=10)
+    monkeypatch.setattr(metrics, "meteor_scorer", lambda: m)  # skip the restart check: the process dies mid-call
+    with pytest.raises(RuntimeError, match="METEOR's Java process failed"):
+        metrics.nlg_scores(REFS, REFS)
+    assert not m.lock.locked(), "a failed call left pycocoevalcap's lock held (later calls would hang)"
+    monkeypatch.undo()
+    assert metrics.meteor_scorer() is not m
+    assert metrics.nlg_scores(REFS, REFS)["METEOR"] == pytest.approx(1.0)
+
+
 def test_meteor_process_closed_at_exit():
     code = ("from clinical_bert import metrics; m = metrics.meteor_scorer(); "
             "print(m.meteor_p.pid, flush=True)")
