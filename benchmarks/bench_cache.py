@@ -26,7 +26,7 @@ def write_images(out: Path, n: int, side: int, seed: int = 0) -> list[Path]:
     try:
         from clinical_bert.synthetic import make_dataset
 
-        make_dataset(out, n=n, seed=seed, layout="mimic")
+        make_dataset(out, n=n, seed=seed, layout="mimic", size=side)
         paths = sorted(p for p in out.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
         if paths:
             return paths[:n]

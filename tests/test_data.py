@@ -275,16 +275,28 @@ def test_nih_missing_image_skipped(tmp_path):
 @pytest.mark.parametrize("layout", ["mimic", "iu", "nih"])
 def test_synthetic_layouts_read_back(tmp_path, layout):
     synthetic = pytest.importorskip("clinical_bert.synthetic")
-    synthetic.make_dataset(tmp_path, n=20, seed=0, layout=layout)
+    from clinical_bert.data import NIH_LABELS
+
+    synthetic.make_dataset(tmp_path, n=40, seed=0, layout=layout, size=64)
     if layout == "mimic":
         sets = [MimicCxrDataset(tmp_path, s, **SMALL) for s in ("train", "val", "test")]
     elif layout == "iu":
-        ann = next(tmp_path.rglob("annotation.json"))
-        sets = [AnnotationDataset(ann, ann.parent / "images", s, n_views=2, **SMALL) for s in ("train", "val", "test")]
+        sets = [AnnotationDataset(tmp_path / "annotation.json", tmp_path / "images", s, n_views=2, **SMALL)
+                for s in ("train", "val", "test")]
     else:
         sets = [NihChestXrayDataset(tmp_path, s, size=32) for s in ("train", "val", "test")]
-    assert sum(len(d) for d in sets) > 0 and all(not d.skipped for d in sets), [d.summary() for d in sets]
-    item = sets[0][0]
-    assert item["image"].shape[-3:] == (3, 32, 32) and torch.isfinite(item["image"]).all()
-    if layout != "nih":
-        assert item["report"] and len(item["input_ids"]) == len(item["tags"]) > 0
+    assert sum(len(d) for d in sets) == 40 and all(not d.skipped for d in sets), [d.summary() for d in sets]
+    truth = pd.read_csv(tmp_path / "ground_truth.csv", dtype=str, keep_default_na=False).set_index("id")
+    for d in sets:
+        for i in range(len(d)):
+            item = d[i]
+            assert item["image"].shape[-3:] == (3, 32, 32) and torch.isfinite(item["image"]).all()
+            gt = truth.loc[item["id"]]
+            if layout == "mimic":  # the labels read back are the generator's, blanks as NaN
+                want = [float(gt[c]) if gt[c] else float("nan") for c in CHEXPERT_LABELS]
+                np.testing.assert_array_equal(item["labels"].numpy(), np.array(want, np.float32))
+            if layout == "nih":
+                want = [float(n in gt["nih"].split("|")) for n in NIH_LABELS]
+                np.testing.assert_array_equal(item["labels"].numpy(), np.array(want, np.float32))
+            else:
+                assert item["report"] and len(item["input_ids"]) == len(item["tags"]) > 0
