@@ -1,0 +1,68 @@
+"""Speed of the synthetic chest-radiograph benchmark (clinical_bert.synthetic) on one CPU core.
+
+Usage: python benchmarks/bench_synthetic.py [--n 200] [--size 256] [--seed 0]
+
+Times, in one process:
+  (a) baseline: rendering films over the whole frame at once (strip = size),
+  (b) rendering in strips of 32 rows (the default: cache-sized temporaries),
+  (c) make_dataset end to end (render + JPEG/PNG + masks + CSV/JSON) for each layout, one worker,
+and prints films per second, the strip speed-up (b / a) and the ratio to the 100 films/s target.
+The studies are the data set's own (about 30% normal, the rest with 1-4 findings).
+"""
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from clinical_bert.synthetic import LAYOUTS, make_dataset, make_study, patient_index, render
+
+TARGET = 100.0  # films per second on one core at 256 px (issue 4)
+
+
+def studies(n, seed, size):
+    return [make_study(seed, i, p, k, size) for i, (p, k) in enumerate(patient_index(seed, n))]
+
+
+def films_per_s(sts, strip, repeat=2):
+    "Best of `repeat` timings of rendering every study's first film."
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for s in sts:
+            render(s["pt"], s["findings"], s["views"][0], strip=strip)
+        best = min(best, time.perf_counter() - t)
+    return len(sts) / best
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    try:
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
+    except (AttributeError, OSError):
+        pass
+    sts = studies(a.n, a.seed, a.size)
+    render(sts[0]["pt"], sts[0]["findings"], sts[0]["views"][0])  # warm-up (noise table)
+    whole = films_per_s(sts, strip=a.size)
+    strips = films_per_s(sts, strip=32)
+    print(f"render {a.n} films at {a.size} px, one core:")
+    print(f"  whole frame (baseline): {whole:7.1f} films/s")
+    print(f"  strips of 32 rows     : {strips:7.1f} films/s  ({strips / whole:.2f}x the baseline, "
+          f"{strips / TARGET:.2f}x the {TARGET:.0f} films/s target)")
+    for layout in LAYOUTS:
+        with tempfile.TemporaryDirectory() as d:
+            t = time.perf_counter()
+            make_dataset(d, a.n, a.seed, layout, a.size)
+            dt = time.perf_counter() - t
+        films = a.n * (2 if layout == "iu" else 1)
+        print(f"  make_dataset {layout:5s}    : {films / dt:7.1f} films/s written ({a.n / dt:.1f} studies/s, "
+              f"{films / dt / TARGET:.2f}x target)")
+
+
+if __name__ == "__main__":
+    main()
