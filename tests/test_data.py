@@ -300,3 +300,12 @@ def test_synthetic_layouts_read_back(tmp_path, layout):
                 np.testing.assert_array_equal(item["labels"].numpy(), np.array(want, np.float32))
             else:
                 assert item["report"] and len(item["input_ids"]) == len(item["tags"]) > 0
+
+
+def test_labels_from_reports(tmp_path):
+    annotation(tmp_path, reports=("Heart size is normal. No pleural effusion.", "There is a small left pleural effusion.",
+                                  "The lungs are clear."))
+    ds = AnnotationDataset(tmp_path / "annotation.json", tmp_path / "images", labels_from_reports=True, **SMALL)
+    assert ds.label_names == list(CHEXPERT_LABELS) and ds[0]["labels"].shape == (14,)
+    effusion = CHEXPERT_LABELS.index("Pleural Effusion")
+    assert ds[1]["labels"][effusion] == 1 and ds[0]["labels"][effusion] == 0
