@@ -176,7 +176,7 @@ def test_synthetic_studies_through_loader_collator_and_model(tmp_path):
     from clinical_bert.masks import mesh_word_ids
     root = synthetic.make_dataset(tmp_path / "mimic", 24, seed=0, layout="mimic", size=64)
     ds = data.MimicCxrDataset(root, "train", size=64, min_count=1)
-    col = Collator(ds.vocab, mesh_word_ids(ds.vocab), seed=0)
+    col = Collator(ds.vocab, mesh_word_ids(ds.vocab), max_len=20, seed=0)  # tiny: max_text_len 20
     b = col([ds[i] for i in range(min(8, len(ds)))])
     cfg = ClinicalBertConfig.tiny(vocab_size=len(ds.vocab))
     out = ClinicalBert(cfg)(b)
