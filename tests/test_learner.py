@@ -1,0 +1,172 @@
+"""Integration tests of `clinical_bert.learner` that need real processes.
+
+- A training subprocess killed with SIGKILL at a random step (after its first checkpoint), or
+  half-way through writing a checkpoint, resumes and ends with weights bit-identical to a run
+  that was never interrupted (CPU, deterministic kernels, dropout on, num_workers=0).
+- Two CPU processes under `torchrun` with the gloo backend keep identical parameters and
+  match one process with the doubled batch (the toy losses are means over the samples).
+
+This file is also the child script: `python tests/test_learner.py train|ddp OUT_DIR ...`.
+"""
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+HERE = Path(__file__).resolve()
+ROOT = HERE.parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONUNBUFFERED": "1",
+       "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+STEPS = 36  # train mode: 3 epochs x 12 optimizer steps (96 images, batch 4, 2 micro-batches per step)
+CKPT_EVERY = 5
+
+
+# ---------------------------------------------------------------- child side
+def child(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["train", "ddp"])
+    ap.add_argument("out_dir")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--sleep", type=float, default=0.0)  # seconds after each optimizer step
+    ap.add_argument("--die-in-save", type=int, default=0)  # SIGKILL itself inside the N-th checkpoint write
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    import clinical_bert.learner as L
+
+    if a.die_in_save:  # the checkpoint files are written and synced; the kill lands before the rename
+        calls, replace_dir = [0], L.replace_dir
+
+        def dying_replace_dir(tmp, dst):
+            calls[0] += 1
+            if calls[0] == a.die_in_save:
+                os.kill(os.getpid(), signal.SIGKILL)
+            replace_dir(tmp, dst)
+        L.replace_dir = dying_replace_dir
+
+    def report(lrn, event):
+        if event == "after_step" and lrn.is_main:
+            print(f"step {lrn.step}", flush=True)
+        if a.sleep:
+            time.sleep(a.sleep)
+
+    torch.manual_seed(0)
+    if a.mode == "train":
+        model, n, epochs, p_drop = None, 96, 3, 0.1
+    else:
+        model, n, epochs, p_drop = None, 64, 2, 0.0  # no dropout: the two layouts must see the same function
+    model = L.ToyTwoTask(p_drop=p_drop)
+    cfg = L.TrainConfig(lr=1e-2, lr_visual=5e-3, epochs=epochs, batch_size=a.batch, accum_steps=2,
+                        ckpt_every=CKPT_EVERY if a.mode == "train" else 3, log_every=1, out_dir=a.out_dir,
+                        progress=False, deterministic=True, num_workers=0)
+    lrn = L.Learner(model, L.ToyImages(n, seed=1), L.ToyImages(16, seed=2), cfg=cfg, callbacks=[report])
+    lrn.fit()
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in L.unwrap(lrn.model).state_dict().items()},
+              str(Path(a.out_dir) / f"final-rank{lrn.rank}.safetensors"))
+    print("done", flush=True)
+
+
+# ---------------------------------------------------------------- test side
+def run_child(*args, **kw):
+    return subprocess.run([sys.executable, str(HERE), *map(str, args)], env=ENV, capture_output=True,
+                          text=True, timeout=180, **kw)
+
+
+def weights(path):
+    from safetensors.torch import load_file
+    return load_file(str(path))
+
+
+def assert_bit_identical(a, b, what):
+    assert a.keys() == b.keys()
+    diff = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not diff, f"{what}: tensors differ: {diff}"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    "Final weights of an uninterrupted run."
+    out = tmp_path_factory.mktemp("reference")
+    r = run_child("train", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("step ") == STEPS
+    return weights(out / "final-rank0.safetensors")
+
+
+def test_sigkill_at_random_step_then_resume_is_bit_exact(tmp_path, reference):
+    kill_at = random.Random(time.time_ns()).randint(CKPT_EVERY + 1, STEPS - 3)
+    proc = subprocess.Popen([sys.executable, str(HERE), "train", str(tmp_path), "--sleep", "0.02"], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.strip() == f"step {kill_at}":
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, f"the child was not killed (rc {proc.returncode}): {proc.stderr.read()[-2000:]}"
+    from clinical_bert.learner import latest_checkpoint
+    last = latest_checkpoint(tmp_path)
+    assert last is not None and int(last.name.split("-")[1]) >= CKPT_EVERY
+    assert not (tmp_path / "final-rank0.safetensors").exists()
+    r = run_child("train", tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resumed from {last}" in r.stderr + r.stdout
+    assert_bit_identical(reference, weights(tmp_path / "final-rank0.safetensors"), f"killed at step {kill_at}")
+
+
+def test_sigkill_inside_checkpoint_write_then_resume_is_bit_exact(tmp_path, reference):
+    r = run_child("train", tmp_path, "--die-in-save", 3)  # checkpoints at steps 5, 10, then dies writing 15
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    ck = tmp_path / "checkpoints"
+    assert sorted(p.name for p in ck.iterdir()) == [".tmp-step-00000015-" + p.name.rsplit("-", 1)[1]
+                                                    for p in ck.glob(".tmp-*")] + ["step-00000005", "step-00000010"]
+    r = run_child("train", tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not list(ck.glob(".tmp-*")), "the interrupted write was not cleaned up"
+    assert_bit_identical(reference, weights(tmp_path / "final-rank0.safetensors"), "killed inside a checkpoint write")
+
+
+def test_ddp_two_gloo_processes_match_one_process_with_doubled_batch(tmp_path):
+    ddp, one = tmp_path / "ddp", tmp_path / "one"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(HERE), "ddp", str(ddp), "--batch", "4"], env=ENV, capture_output=True, text=True,
+                       timeout=240)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    r1 = run_child("ddp", one, "--batch", "8")
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    w0, w1, w = (weights(ddp / "final-rank0.safetensors"), weights(ddp / "final-rank1.safetensors"),
+                 weights(one / "final-rank0.safetensors"))
+    assert_bit_identical(w0, w1, "rank 0 vs rank 1")
+    torch.manual_seed(0)
+    from clinical_bert.learner import ToyTwoTask
+    init = ToyTwoTask().state_dict()
+    for k in w:
+        assert not torch.equal(w[k], init[k]), f"{k} did not train"
+        torch.testing.assert_close(w0[k], w[k], rtol=1e-4, atol=1e-5, msg=lambda m: f"{k}: DDP vs one process: {m}")
+    # only rank 0 wrote: one progress stream, one TensorBoard file, each metric row once
+    assert r.stdout.count("step 8\n") == 1
+    assert len(list((ddp / "tb").glob("events.out.tfevents.*"))) == 1
+    import pandas as pd
+    m, m1 = pd.read_csv(ddp / "metrics.csv"), pd.read_csv(one / "metrics.csv")
+    assert not m.duplicated(["step", "split", "name"]).any()
+    key = ["step", "split", "name"]
+    both = m.merge(m1, on=key).query("name != 'samples_per_s'")
+    assert len(both) == len(m1) - (m1.name == "samples_per_s").sum()
+    torch.testing.assert_close(torch.tensor(both.value_x.values), torch.tensor(both.value_y.values),
+                               rtol=1e-4, atol=1e-5)  # logged losses (averaged over ranks) and lrs agree
+    from clinical_bert.learner import list_checkpoints
+    assert [p.name for p in list_checkpoints(ddp)] == [p.name for p in list_checkpoints(one)]
+
+
+if __name__ == "__main__":
+    child()
