@@ -19,7 +19,6 @@ import argparse
 import multiprocessing as mp
 import resource
 import time
-from dataclasses import replace
 
 import torch
 import torch.nn.functional as F

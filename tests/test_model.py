@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from clinical_bert.masks import BI, IGNORE, MMM, S2S, Collator
+from clinical_bert.masks import MMM, S2S, Collator
 from clinical_bert.model import ABLATIONS, ClinicalBert, ClinicalBertConfig, overfit
 from clinical_bert.text import Vocab
 
