@@ -36,6 +36,7 @@ def child(argv=None):
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--sleep", type=float, default=0.0)  # seconds after each optimizer step
     ap.add_argument("--die-in-save", type=int, default=0)  # SIGKILL itself inside the N-th checkpoint write
+    ap.add_argument("--p-drop", type=float, default=None)  # dropout (default: 0.1 train, 0 ddp)
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     import clinical_bert.learner as L
@@ -58,10 +59,10 @@ def child(argv=None):
 
     torch.manual_seed(0)
     if a.mode == "train":
-        model, n, epochs, p_drop = None, 96, 3, 0.1
+        n, epochs, p_drop = 96, 3, 0.1
     else:
-        model, n, epochs, p_drop = None, 64, 2, 0.0  # no dropout: the two layouts must see the same function
-    model = L.ToyTwoTask(p_drop=p_drop)
+        n, epochs, p_drop = 64, 2, 0.0  # no dropout: one and two processes must compute the same function
+    model = L.ToyTwoTask(p_drop=p_drop if a.p_drop is None else a.p_drop)
     cfg = L.TrainConfig(lr=1e-2, lr_visual=5e-3, epochs=epochs, batch_size=a.batch, accum_steps=2,
                         ckpt_every=CKPT_EVERY if a.mode == "train" else 3, log_every=1, out_dir=a.out_dir,
                         progress=False, deterministic=True, num_workers=0)
@@ -166,6 +167,27 @@ def test_ddp_two_gloo_processes_match_one_process_with_doubled_batch(tmp_path):
                                rtol=1e-4, atol=1e-5)  # logged losses (averaged over ranks) and lrs agree
     from clinical_bert.learner import list_checkpoints
     assert [p.name for p in list_checkpoints(ddp)] == [p.name for p in list_checkpoints(one)]
+
+
+@pytest.mark.skipif("slow" not in os.environ.get("CLINICAL_BERT_TEST_FLAGS", "data").split(),
+                    reason="slow (three torchrun launches); CLINICAL_BERT_TEST_FLAGS='data slow' runs it")
+def test_ddp_sigkill_inside_checkpoint_write_then_resume_is_bit_exact(tmp_path):
+    "Each rank resumes its own RNG stream (dropout on) and the data position; rank 0 dies writing a checkpoint."
+    def torchrun(out, *extra):
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               str(HERE), "ddp", str(out), "--p-drop", "0.1", *extra], env=ENV, capture_output=True,
+                              text=True, timeout=240)
+    r = torchrun(tmp_path / "ref")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    # 4 optimizer steps per epoch: a checkpoint at step 3 (mid-epoch), then rank 0 dies writing step 4's (epoch end)
+    r = torchrun(tmp_path / "run", "--die-in-save", "2")
+    assert r.returncode != 0 and not (tmp_path / "run" / "final-rank0.safetensors").exists()
+    r = torchrun(tmp_path / "run")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert "checkpoints/step-00000003 (epoch 1, batch 6, step 3)" in r.stdout + r.stderr
+    for rank in (0, 1):
+        assert_bit_identical(weights(tmp_path / "ref" / f"final-rank{rank}.safetensors"),
+                             weights(tmp_path / "run" / f"final-rank{rank}.safetensors"), f"rank {rank}")
 
 
 if __name__ == "__main__":
