@@ -3,6 +3,7 @@
 - A training subprocess killed with SIGKILL at a random step (after its first checkpoint), or
   half-way through writing a checkpoint, resumes and ends with weights bit-identical to a run
   that was never interrupted (CPU, deterministic kernels, dropout on, num_workers=0).
+- Clinical-BERT itself (tiny preset, `masks.Collator` with its own generator) resumes bit-exact.
 - Two CPU processes under `torchrun` with the gloo backend keep identical parameters and
   match one process with the doubled batch (the toy losses are means over the samples).
 
@@ -167,6 +168,60 @@ def test_ddp_two_gloo_processes_match_one_process_with_doubled_batch(tmp_path):
                                rtol=1e-4, atol=1e-5)  # logged losses (averaged over ranks) and lrs agree
     from clinical_bert.learner import list_checkpoints
     assert [p.name for p in list_checkpoints(ddp)] == [p.name for p in list_checkpoints(one)]
+
+
+def test_clinical_bert_with_collator_resumes_bit_exact(tmp_path):
+    "The real model (tiny preset) and masks.Collator through the loop: a crash at step 3 and a resume give the same weights."
+    from clinical_bert.learner import Learner, TrainConfig
+    from clinical_bert.masks import Collator
+    from clinical_bert.model import ClinicalBert, ClinicalBertConfig
+    from clinical_bert.text import Vocab
+    words = "the heart is normal no pleural effusion pneumothorax lungs are clear mild cardiomegaly opacity".split()
+    vocab, mesh = Vocab(words), {"effusion", "pneumothorax", "cardiomegaly", "opacity"}
+
+    def data(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        out = []
+        for i in range(n):
+            ws = [words[j] for j in torch.randint(len(words), (6,), generator=g)] + ["effusion"]
+            out.append({"id": str(i), "image": torch.randn(3, 32, 32, generator=g),
+                        "input_ids": [vocab.stoi[w] for w in ws], "tags": [int(w in mesh) for w in ws],
+                        "labels": torch.where(torch.rand(14, generator=g) < 0.3, 1.0, float("nan"))})
+        return out
+
+    class Crash(Exception):
+        pass
+
+    def run(out, crash=None):
+        def cb(lrn, event):
+            if event == "after_step" and lrn.step == crash:
+                raise Crash
+        torch.manual_seed(0)
+        model = ClinicalBert(ClinicalBertConfig.tiny(vocab_size=len(vocab)))  # dropout on
+        cfg = TrainConfig(lr=1e-3, lr_visual=5e-4, epochs=2, batch_size=4, accum_steps=2, ckpt_every=2,
+                          out_dir=str(out), progress=False, deterministic=True, tensorboard=False)
+        lrn = Learner(model, data(24, 1), data(8, 2), collate_fn=Collator(vocab, [vocab.stoi[w] for w in mesh]),
+                      cfg=cfg, callbacks=[cb])
+        lrn.fit()
+        return lrn
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = run(tmp_path / "a")
+        with pytest.raises(Crash):
+            run(tmp_path / "b", crash=3)
+        b = run(tmp_path / "b")
+    finally:
+        torch.set_num_threads(n)
+    assert b.resumed_from.name == "step-00000002"
+    assert_bit_identical(a.model.state_dict(), b.model.state_dict(), "ClinicalBert resumed at step 2")
+    assert set(a.history[-1]) >= {"valid_loss", "valid_s2s", "valid_bi", "valid_mmm", "valid_cd", "valid_imm"}
+    assert a.history == b.history
+    assert {"config.json", "model.safetensors"} <= {p.name for p in (tmp_path / "a" / "best").iterdir()}
+    groups = {g["name"]: g["param_names"] for g in a.opt.param_groups}
+    assert all(n.startswith("visual.backbone.") for n in groups["visual/decay"] + groups["visual/no_decay"])
+    assert any("LayerNorm" in n for n in groups["rest/no_decay"])
 
 
 @pytest.mark.skipif("slow" not in os.environ.get("CLINICAL_BERT_TEST_FLAGS", "data").split(),
