@@ -110,6 +110,8 @@ def test_ce_scores_through_the_labeler():
     ce = metrics.ce_scores(texts, texts)
     assert ce["ce_micro_f1"] == 1.0
     assert [k.split("/", 1)[1] for k in ce if k.startswith("ce_f1/")] == list(labeler.CHEXPERT_LABELS)
-    worse = metrics.ce_scores(texts, ["No pneumothorax.", texts[1], texts[2]])
+    # a hypothesis that misses the edema and adds nothing: precision stays 1, recall drops
+    # ("No pneumothorax." alone would be a No Finding positive, a false positive)
+    worse = metrics.ce_scores(texts, [texts[0], "The heart is enlarged.", texts[2]])
     assert worse["ce_micro_precision"] == 1.0 and worse["ce_micro_recall"] < 1.0
     assert metrics.ce_scores(labeler.label_reports(texts), texts) == ce  # a label frame instead of texts
