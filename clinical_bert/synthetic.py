@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from . import labeler
+
 # %% auto #0
 __all__ = ['F32', 'LOBES', 'SEV', 'PREVALENCE', 'SIDES', 'CHEXPERT_LABELS', 'EC', 'CM', 'LO', 'LL', 'ED', 'CO', 'PN', 'AT', 'PX',
            'PE', 'PO', 'FR', 'SD', 'POS', 'NEG', 'UNC', 'NTH', 'ADV', 'UNCERTAIN_OK', 'SENTENCES', 'NIH_LABELS',
@@ -505,9 +507,7 @@ def _devices(f, pt, fr, vhc, hh, uhc, hw, apex):
     return np.asarray(canvas, dtype=F32)
 
 # %% ../nbs/02a_synthetic.ipynb #fb883fdb
-CHEXPERT_LABELS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-                   "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-                   "Fracture", "Support Devices")
+CHEXPERT_LABELS = tuple(labeler.CHEXPERT_LABELS)  # the labeler's 14 observations, in its order
 
 
 EC, CM, LO, LL, ED, CO, PN, AT, PX, PE, PO, FR, SD = CHEXPERT_LABELS[1:]
