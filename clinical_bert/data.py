@@ -30,10 +30,10 @@ logger = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['logger', 'IMAGENET_MEAN', 'IMAGENET_STD', 'NIH_LABELS', 'FINDINGS_HEADINGS', 'IMPRESSION_HEADINGS', 'MIMIC_FILES',
            'NIH_ENTRY_FILES', 'DataError', 'ImageDecodeError', 'dicom_to_uint8', 'load_image', 'resize_for',
-           'image_transform', 'ImageCache', 'read_table', 'check_unique', 'parse_labels', 'seeded_split',
-           'canonical_split', 'RadiographDataset', 'collate_items', 'skip_none_collate', 'mimic_sections',
-           'mimic_report', 'find_file', 'MimicCxrDataset', 'AnnotationDataset', 'IuXrayDataset', 'nih_labels',
-           'NihChestXrayDataset', 'CovCtrDataset']
+           'image_transform', 'ImageCache', 'read_table', 'check_unique', 'parse_labels', 'canonical_split',
+           'RadiographDataset', 'collate_items', 'skip_none_collate', 'mimic_sections', 'mimic_report', 'find_file',
+           'MimicCxrDataset', 'AnnotationDataset', 'IuXrayDataset', 'nih_labels', 'NihChestXrayDataset',
+           'CovCtrDataset']
 
 # %% ../nbs/02_data.ipynb #a3cac2e4
 class DataError(ValueError):
@@ -215,14 +215,7 @@ def parse_labels(df: pd.DataFrame, names: Sequence[str], path, id_col: str | Non
     return out
 
 # %% ../nbs/02_data.ipynb #160a151d
-def seeded_split(groups: Sequence, seed: int = 0, fractions: Sequence[float] = (0.7, 0.1, 0.2),
-                 names: Sequence[str] = ("train", "val", "test")) -> np.ndarray:
-    "Split name per row: the sorted unique groups are permuted by `seed` and cut by `fractions`."
-    uniq = np.array(sorted(set(map(str, groups))))
-    order = uniq[np.random.default_rng(seed).permutation(len(uniq))]
-    cuts = np.round(np.cumsum(fractions) / np.sum(fractions) * len(uniq)).astype(int)
-    which = {g: names[int(np.searchsorted(cuts, k, side="right"))] for k, g in enumerate(order)}
-    return np.array([which[str(g)] for g in groups])
+from .text import seeded_split  # one rule for every data set: defined with the IU X-Ray protocol in 00_text
 
 # %% ../nbs/02_data.ipynb #7535876c
 NIH_LABELS = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -678,6 +671,7 @@ class NihChestXrayDataset(RadiographDataset):
                           "images": [[index.get(n, str(root / "images" / n))] for n in df["Image Index"]],
                           "report": ""})
         t[NIH_LABELS] = labels
+        kw.pop("tagger", None)  # no reports, nothing to tag (callers may still pass tagger=False)
         super().__init__(t, split, source=root, vocab=vocab or Vocab.build([]), require_report=False,
                          tagger=False, **kw)
 
