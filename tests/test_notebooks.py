@@ -71,3 +71,23 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
 def test_notebook(nb):
     run_notebook(nb, _flags_to_skip(), EXECUTED / nb.name)
+
+
+_IMPORT = __import__("re").compile(r"^(import |from \S+ import )")
+
+
+@pytest.mark.parametrize("nb", [p for p in NBS if p.name != "index.ipynb"], ids=lambda p: p.stem)
+def test_imports_stand_in_their_own_cells(nb):
+    # nbdev's docs processors (exec_show_docs) execute every cell that imports something, without
+    # the cells before it: a cell that imports and then uses earlier names breaks the docs build
+    import nbformat
+    bad = []
+    for i, c in enumerate(nbformat.read(nb, as_version=4).cells):
+        if c.cell_type != "code" or c.source.lstrip().startswith("#| export"):
+            continue
+        lines = [l for l in c.source.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+        imports = [l for l in lines if _IMPORT.match(l)]
+        if imports and len(imports) < len(lines):
+            bad.append(f"cell {i}: {imports[0]!r}")
+    assert not bad, (f"{nb.name}: cells that mix imports with other code ({'; '.join(bad)}); "
+                     "move the imports into a cell of their own")

@@ -37,7 +37,8 @@ def notebooks():
 def executed_copy(nb_path: Path):
     "The executed notebook for `nb_path`, or None."
     if nb_path.parent.name == "experiments":
-        cands = [ROOT / "runs" / nb_path.stem / nb_path.name, PROC / "executed" / "experiments" / nb_path.name]
+        exp = nb_path.stem.split("_", 1)[1]  # reproduce writes runs/<exp>/<notebook> (exp = name without its number)
+        cands = [ROOT / "runs" / exp / nb_path.name, PROC / "executed" / "experiments" / nb_path.name]
     else:
         cands = [PROC / "executed" / nb_path.name]
     return next((c for c in cands if c.exists()), None)
