@@ -476,6 +476,17 @@ def _imm_loss(self: ClinicalBert, h, f, batch, R):
     return imm_loss(e.float(), regions.float(), batch["tags"][rows], wm[rows], c.imm_k, c.rho1, c.rho2,
                     c.tau, c.rsa_sparsity, c.imm_loss)
 
+# %% ../nbs/05_model.ipynb #b7e0c4d1
+@patch
+def generate(self: ClinicalBert, images: torch.Tensor,  # (B, 3, H, W) or (B, V, 3, H, W)
+             beam_size: int = 5,  # 1 = greedy
+             max_len: int = 60,  # words per report
+             use_cache: bool = True,  # False re-encodes the whole sequence each step
+             **kw) -> list[list[int]]:
+    "Report word ids per image by the paper's beam search (`clinical_bert.generate.generate`, which has the options)."
+    from clinical_bert.generate import generate  # at call time: generate imports this module, not the reverse
+    return generate(self, images, beam_size=beam_size, max_len=max_len, use_cache=use_cache, **kw)
+
 # %% ../nbs/05_model.ipynb #eda081ba
 def overfit(config: ClinicalBertConfig, batch: dict, steps: int = 150, lr: float = 3e-3, seed: int = 0):
     "Train a fresh model on one batch; (first loss, last loss, last losses per task)."
