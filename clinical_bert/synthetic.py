@@ -9,6 +9,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import textwrap
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
@@ -33,7 +34,9 @@ F32 = np.float32
 
 def _ss(x, eps):
     "Soft step: 0 below -eps, 1 above +eps (a cheap anti-aliased edge)."
-    return np.clip(x * (0.5 / eps) + 0.5, 0, 1)
+    y = x * (0.5 / eps)
+    y += 0.5
+    return np.clip(y, 0, 1, out=y)
 
 
 def sample_patient(rng) -> dict:
@@ -86,6 +89,28 @@ class Frame:
         self.v = (-X * s + Y * c) * k                # (S, S) head (-) to feet (+)
         self.au = np.abs(self.u)
         self.S, self.view = S, v
+        self.r0, self.r1, self.c0, self.c1 = r0, S if r1 is None else r1, 0, S
+
+    def sub(self, box):
+        "The part of this frame inside `box` (row and column slices of it, as `box` returns)."
+        rs, cs = box
+        f = object.__new__(Frame)
+        f.u, f.v, f.au, f.S, f.view = self.u[rs, cs], self.v[rs, cs], self.au[rs, cs], self.S, self.view
+        f.r0, f.r1 = self.r0 + rs.start, self.r0 + rs.stop
+        f.c0, f.c1 = self.c0 + cs.start, self.c0 + cs.stop
+        return f
+
+    def box(self, u0, u1, v0, v1):
+        "Row and column slices of this frame's pixels that cover the patient-frame box [u0, u1] x [v0, v1]; None if none do."
+        vw, S = self.view, self.S
+        c, s, k = math.cos(vw["rot"]) * vw["scale"] * S, math.sin(vw["rot"]) * vw["scale"] * S, S
+        xs = [u * c - v * s + vw["cx"] * k for u, v in ((u0, v0), (u1, v0), (u0, v1), (u1, v1))]   # bound the corners of
+        ys = [u * s + v * c + vw["cy"] * k for u, v in ((u0, v0), (u1, v0), (u0, v1), (u1, v1))]   # the box's image
+        c0, c1 = max(self.c0, math.floor(min(xs)) - 1), min(self.c1, math.ceil(max(xs)) + 1)
+        r0, r1 = max(self.r0, math.floor(min(ys)) - 1), min(self.r1, math.ceil(max(ys)) + 1)
+        if c0 >= c1 or r0 >= r1:
+            return None
+        return slice(r0 - self.r0, r1 - self.r0), slice(c0 - self.c0, c1 - self.c0)
 
     def to_px(self, u, v):
         "Patient-frame points -> pixel (x, y)."
@@ -146,11 +171,14 @@ def sample_findings(rng, pt, p_normal=0.3) -> dict:
             out[k] = dict(lobe=lobe, severity=sev3(), cu=float((-1 if lobe.startswith("right") else 1) * rng.uniform(0.4, 0.7)),
                           cv=float(cv), spread=float(rng.uniform(0.07, 0.12)))
         elif k == "atelectasis":
+            # a plate-like basal band with volume loss: the dome on that side rises (elev) under it
             s = ("mild", "moderate")[rng.integers(2)]
-            out[k] = dict(side=SIDES[rng.integers(2)], severity=s, q=float(rng.uniform(0.35, 0.65)),
-                          h=float(rng.uniform(0.03, 0.08)), angle=float(rng.uniform(-0.3, 0.3)),
-                          length=float(rng.uniform(0.08, 0.16)),
-                          thick=float(rng.uniform(0.007, 0.012) if s == "mild" else rng.uniform(0.013, 0.022)))
+            mod = s == "moderate"
+            out[k] = dict(side=SIDES[rng.integers(2)], severity=s, q=float(rng.uniform(0.35, 0.6)),
+                          h=float(rng.uniform(0.035, 0.07)), angle=float(rng.uniform(-0.25, 0.25)),
+                          length=float(rng.uniform(0.14, 0.22)),
+                          thick=float(rng.uniform(0.03, 0.042) if mod else rng.uniform(0.02, 0.03)),
+                          elev=float(rng.uniform(0.05, 0.075) if mod else rng.uniform(0.035, 0.055)))
         elif k == "edema":
             out[k] = dict(severity=sev3())
         elif k == "lung_lesion":
@@ -166,10 +194,12 @@ def sample_findings(rng, pt, p_normal=0.3) -> dict:
             out[k] = dict(side=SIDES[rng.integers(2)], site=site, thick=float(rng.uniform(0.02, 0.035)),
                           v0=float(rng.uniform(-0.2, -0.02)), len=float(rng.uniform(0.1, 0.18)))
         elif k == "fracture":
-            side = SIDES[rng.integers(2)]
-            out[k] = dict(side=side, rib=int(rng.integers(4, 9)),
-                          u=float((-1 if side == "right" else 1) * rng.uniform(0.5, 0.85) * pt["W"]),
-                          gap=float(rng.uniform(0.008, 0.014)), step=float(rng.uniform(0.012, 0.022)))
+            # n consecutive posterior ribs broken along a near-vertical line, the lateral fragments displaced
+            side, n = SIDES[rng.integers(2)], int(rng.integers(1, 4))
+            out[k] = dict(side=side, rib=int(rng.integers(4, 10 - n)), n=n,
+                          u=float((-1 if side == "right" else 1) * rng.uniform(0.55, 0.8) * pt["W"]),
+                          gap=float(rng.uniform(0.014, 0.02)), step=float(rng.uniform(0.025, 0.04)),
+                          callus=float(rng.uniform(0.014, 0.02)))
         elif k == "emphysema":
             out[k] = dict(severity=("mild", "moderate")[rng.integers(2)])
         elif k == "support_devices":
@@ -190,17 +220,35 @@ def _noise_table(S):
 
 
 def _gamma_lut(g):
-    "Look-up table for the film's gamma (applied to uint8)."
-    return [int(round(255 * (i / 255) ** g)) for i in range(256)]
+    "Look-up table for the film's gamma (uint8 -> uint8)."
+    return np.round(255 * (np.arange(256) / 255) ** g).astype(np.uint8)
+
+
+_SMOOTH = {}
+
+
+def _smooth_table(S, n):
+    "A fixed (2S, 2S) smooth random field (2n x 2n unit normal noise, bicubic); a film reads an S x S window of it."
+    if (S, n) not in _SMOOTH:
+        z = np.random.default_rng([12345, n]).standard_normal((2 * n, 2 * n)).astype(F32)
+        _SMOOTH[S, n] = np.asarray(Image.fromarray(z, mode="F").resize((2 * S, 2 * S), Image.BICUBIC))
+    return _SMOOTH[S, n]
 
 
 def _noise_field(rng, n, S):
-    "Smooth random field: n x n normal noise upsampled bicubically to S x S (float32)."
-    z = rng.standard_normal((n, n)).astype(F32)
-    return np.asarray(Image.fromarray(z, mode="F").resize((S, S), Image.BICUBIC))
+    "Smooth random field with about n blobs across (float32 S x S): a random window of a cached table, sign-flipped at random."
+    i, j = rng.integers(S, size=2)
+    return _smooth_table(S, n)[i:i + S, j:j + S] * F32(1 if rng.random() < 0.5 else -1)
 
 
-def render(pt: dict, findings: dict, view: dict, strip: int = 32):
+def _dilate5(m):
+    "5 x 5 binary dilation (equals PIL's MaxFilter(5)), separable with numpy."
+    p = np.pad(m, 2)
+    r = p[:, :-4] | p[:, 1:-3] | p[:, 2:-2] | p[:, 3:-1] | p[:, 4:]
+    return r[:-4] | r[1:-3] | r[2:-2] | r[3:-1] | r[4:]
+
+
+def render(pt: dict, findings: dict, view: dict, strip: int = 64):
     "One frontal film (uint8 S x S) and its finding masks (name -> bool S x S)."
     S = view["size"]
     rng = np.random.default_rng(view["tex_seed"])
@@ -208,7 +256,7 @@ def render(pt: dict, findings: dict, view: dict, strip: int = 32):
     patch = _noise_field(rng, 14, S) if "pneumonia" in findings else None
     A = np.empty((S, S), F32)
     masks = {}
-    # strips of rows keep every temporary array small (cache-resident, no mmap page faults): ~2x faster
+    # strips of rows keep the temporary arrays small (cache-resident); lungs and findings are drawn in their box only
     for r0 in range(0, S, strip):
         r1 = min(S, r0 + strip)
         a, m = _strip(pt, findings, Frame(view, r0, r1), tex[r0:r1], None if patch is None else patch[r0:r1])
@@ -222,12 +270,11 @@ def render(pt: dict, findings: dict, view: dict, strip: int = 32):
     if "support_devices" in findings:
         dev = _devices(findings["support_devices"], pt, fr, vhc, hh, uhc, hw, apex)
         A += dev
-        masks["support_devices"] = np.asarray(Image.fromarray((dev > 0.05).astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(5))) > 0
+        masks["support_devices"] = _dilate5(dev > 0.05)
     # ---- exposure, noise, blur
     img = F32(255 * view["offset"]) + F32(255 * view["gain"] * 0.85) * A
     img += _noise_table(S)[view["nx"]:view["nx"] + S, view["ny"]:view["ny"] + S] * F32(255 * view["noise"])
-    im = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
-    im = im.point(_gamma_lut(view["gamma"]))
+    im = Image.fromarray(_gamma_lut(view["gamma"])[np.clip(img, 0, 255).astype(np.uint8)])
     if view["marker"]:
         _marker(im, view, S)
     im = im.filter(ImageFilter.GaussianBlur(view["blur"] * S / 256))
@@ -257,35 +304,93 @@ def _strip(pt, findings, fr, tex, pnoise):
     if emph: base = base + F32(0.05)
     apex = F32(pt["apex"] - (0.02 if emph else 0))
     masks = {}
+    # v is affine in the pixels: its range over the strip is the range over the corners
+    vmin, vmax = float(min(v[0, 0], v[0, -1], v[-1, 0], v[-1, -1])), float(max(v[0, 0], v[0, -1], v[-1, 0], v[-1, -1]))
+    bmax = pt["dia_r"] + max(pt["dia_l_off"], 0) + (0.05 if emph else 0)
+    thorax = vmax > apex - 0.06 and vmin < bmax + 0.1  # lungs, ribs and findings lie in apex - 0.06 < v < bmax + 0.1
     # diaphragm: a dome per side, lowest at the costophrenic angle (eq. of a parabola)
     t = (au - 0.45 * W) / (0.55 * W)
-    dia = base - dome * np.clip(1 - t * t, 0, 1)
-    # lateral chest wall: rounded apex, straight below the widest level
-    vw = base - 0.1
-    tt = np.clip((vw - v) / (vw - apex), 0, 1.2)
-    lat = W * np.sqrt(np.clip(1 - tt * tt * np.sqrt(tt), 0, 1))
-    # heart: an ellipse sitting on the diaphragm, width = CTR x thoracic width
-    hw, uhc, hh, vhc = _heart(pt, findings)
-    hr = ((u - F32(uhc)) / F32(hw)) ** 2 + ((v - F32(vhc)) / F32(hh)) ** 2
-    heart = _ss(1 - hr, F32(0.04))
-    # upper mediastinum (wider when enlarged), aortic knob on the left
-    med = pt["med"] * (findings["enlarged_cardiomediastinum"]["factor"] if "enlarged_cardiomediastinum" in findings else 1.0)
-    medw = F32(med) * (1 + 0.15 * np.clip((v - apex) / 0.3, 0, 1))
-    knob = _ss(F32(0.03) - np.sqrt((u - F32(med * 0.9)) ** 2 + (v - F32(vhc - hh - 0.05)) ** 2), eps)
-    medi = np.maximum(_ss(medw - au, eps) * (v > apex - 0.05), knob)
-    lung = _ss(lat - au, eps) * _ss(au - medw, eps) * _ss(dia - v, eps) * (1 - heart) * (1 - knob)
-    lung_b = lung > 0.5
+    dia0 = dia = base - dome * np.clip(1 - t * t, 0, 1)
+    if "atelectasis" in findings:                      # volume loss: the dome on that side rises
+        f = findings["atelectasis"]
+        dia = dia0 - F32(f["elev"]) * ((u < 0) if f["side"] == "right" else (u > 0))
     # body outline: shoulders taper to the neck
     Wb = F32(pt["W"] + 0.08)
     vsh = apex - 0.03
     Wbv = F32(0.1) + (Wb - F32(0.1)) * np.sqrt(np.clip(1 - (vsh - v) / F32(0.1), 0, 1))
-    body = _ss(Wbv - au, F32(0.006)) * np.sqrt(np.clip(1 - (u / Wb) ** 2, 0.05, 1))
+    ub = np.clip(1 - (u / Wb) ** 2, 0.05, 1)
+    body = _ss(Wbv - au, F32(0.006)) * np.sqrt(ub)
     A = F32(pt["soft"]) * 0.55 * body
     A += 0.25 * body * _ss(v - dia, F32(0.01))        # abdomen under the domes
-    A += 0.08 * heart * (v < dia) + 0.08 * medi
+    # upper mediastinum (wider when enlarged) and spine: a band about the midline, computed there only
+    hw, uhc, hh, vhc = _heart(pt, findings)
+    med = pt["med"] * (findings["enlarged_cardiomediastinum"]["factor"] if "enlarged_cardiomediastinum" in findings else 1.0)
+    medw = F32(med) * (1 + 0.15 * np.clip((v - apex) / 0.3, 0, 1))
+    medi = np.zeros_like(u)
+    cw = max(med * 1.15, 0.03) + 2 / S
+    cb = fr.box(-cw, cw, -2.0, 2.0)
+    if cb:
+        uc, vc, ac = u[cb], v[cb], au[cb]
+        medi[cb] = _ss(medw[cb] - ac, eps) * (vc > apex - 0.05)
+        vert = (vc - apex) / F32(0.048)
+        spine = _ss(F32(0.028) - ac, eps) * (0.7 + 0.3 * np.cos(F32(2 * np.pi) * vert)) * (vc > apex - 0.15)
+        trach = _ss(F32(0.016) - ac, eps) * (vc < F32(vhc - hh - 0.06)) * (vc > apex - 0.12)
+        A[cb] += 0.1 * spine - 0.1 * trach
+    # clavicles: a band of rows only
+    Wm = (pt["W"] + abs(pt["W_asym"])) * (1.06 if emph else 1.0) + 0.07
+    cla = [pt["clav"] - pt["clav_slope"] * (a - 0.05) + 0.6 * (a - 0.18) ** 2        # a parabola in |u|: its range
+           for a in (0.0, Wm, min(max(0.18 + pt["clav_slope"] / 1.2, 0.0), Wm))]    # on [0, Wm] (ends, vertex)
+    kb = fr.box(-Wm, Wm, min(cla) - 0.02 - 2 / S, max(cla) + 0.02 + 2 / S)
+    if kb:
+        ak, vk = au[kb], v[kb]
+        cl = F32(pt["clav"]) - F32(pt["clav_slope"]) * (ak - 0.05) + 0.6 * (ak - 0.18) ** 2
+        A[kb] += 0.16 * (_ss(F32(0.016) - np.abs(vk - cl), eps) * _ss(ak - 0.035, eps) * _ss(W[kb] + 0.05 - ak, F32(0.01)))
+    if pt["bubble"]:                                   # gastric bubble under the left dome (which does not move with atelectasis)
+        br = pt["bubble_r"]
+        bb = fr.box(pt["bubble_u"] - br - 2 / S, pt["bubble_u"] + br + 2 / S, bmax - pt["dome"] - 0.02, bmax + 2 * br + 0.02 + 2 / S)
+        if bb:
+            bub = _ss(F32(br) - np.sqrt((u[bb] - F32(pt["bubble_u"])) ** 2 + ((v[bb] - dia0[bb] - F32(br + 0.01)) * 1.4) ** 2), eps)
+            A[bb] -= 0.2 * bub
     if pt["female"]:
-        bdist = ((au - 0.55 * W) / (0.5 * W)) ** 2 + ((v - base + 0.04) / 0.12) ** 2
-        A += F32(pt["breast"]) * _ss(1 - bdist, F32(0.05)) * (v < base + 0.06)
+        bb = fr.box(-1.2 * pt["W"] - 0.05, 1.2 * pt["W"] + 0.05, pt["dia_r"] - 0.2, bmax + 0.07)
+        if bb:
+            Wk, vk = W[bb], v[bb]
+            bdist = ((au[bb] - 0.55 * Wk) / (0.5 * Wk)) ** 2 + ((vk - base[bb] + 0.04) / 0.12) ** 2
+            A[bb] += F32(pt["breast"]) * _ss(1 - bdist, F32(0.05)) * (vk < base[bb] + 0.06)
+    A += 0.08 * medi
+    tb = fr.box(-Wm, Wm, apex - 0.06, bmax + 0.1) if thorax else None
+    if tb is None:                                     # above the apices or below the domes: no lung, rib or finding
+        return A, masks
+    # from here on, work in the thorax's box only (views: in-place updates of A and medi reach the strip)
+    A_strip, fr = A, fr.sub(tb)
+    A, medi = A[tb], medi[tb]
+    u, v, au, W, base, dia0, dia, medw, ub, tex = (x[tb] for x in (u, v, au, W, base, dia0, dia, medw, ub, tex))
+    if pnoise is not None:
+        pnoise = pnoise[tb]
+    # lateral chest wall: rounded apex, straight below the widest level
+    vw = base - 0.1
+    tt = np.clip((vw - v) / (vw - apex), 0, 1.2)
+    lat = W * np.sqrt(np.clip(1 - tt * tt * np.sqrt(tt), 0, 1))
+    # heart: an ellipse sitting on the diaphragm, width = CTR x thoracic width (computed in its box)
+    heart = np.zeros_like(u)
+    hb = fr.box(uhc - 1.03 * hw, uhc + 1.03 * hw, vhc - 1.03 * hh, vhc + 1.03 * hh)
+    if hb:
+        hr = ((u[hb] - F32(uhc)) / F32(hw)) ** 2 + ((v[hb] - F32(vhc)) / F32(hh)) ** 2
+        heart[hb] = _ss(1 - hr, F32(0.04))
+    lung = _ss(lat - au, eps) * _ss(au - medw, eps) * _ss(dia - v, eps)
+    if hb:
+        lung[hb] *= 1 - heart[hb]
+    # aortic knob on the left
+    kr = 0.03 + 2 / S
+    ku, kv = med * 0.9, vhc - hh - 0.05
+    ob = fr.box(ku - kr, ku + kr, kv - kr, kv + kr)
+    if ob:
+        knob = _ss(F32(0.03) - np.sqrt((u[ob] - F32(ku)) ** 2 + (v[ob] - F32(kv)) ** 2), eps)
+        A[ob] += 0.08 * (np.maximum(medi[ob], knob) - medi[ob])
+        medi[ob] = np.maximum(medi[ob], knob)
+        lung[ob] *= 1 - knob
+    lung_b = lung > 0.5
+    A += 0.08 * heart * (v < dia)
     # lung markings: vessels radiating from the hila, fading to the periphery
     hx, hy = au - F32(0.11), v + F32(0.03)
     r = np.sqrt(hx * hx + hy * hy)
@@ -293,8 +398,11 @@ def _strip(pt, findings, fr, tex, pnoise):
     ves = F32(0.5) + F32(0.5) * np.cos(F32(pt["mark_n"]) * ang + F32(2.0) * np.sin(F32(pt["mark_k"]) * r + F32(pt["mark_ph"])))
     ves = ves * ves
     ves = ves * ves * ves
-    marks = (F32(pt["mark_s"]) * ves * np.exp(-r / F32(0.2)) + 0.1 * np.exp(-(r / F32(0.045)) ** 2)).astype(F32)
-    air = F32(pt["air"] * (1.15 if emph else 1.0)) * np.sqrt(np.clip(1 - (u / Wb) ** 2, 0.1, 1))
+    marks = F32(pt["mark_s"]) * ves * np.exp(-r / F32(0.2))
+    hb2 = fr.box(-0.32, 0.32, -0.24, 0.18)            # the hilar blob (below 1e-9 outside this box)
+    if hb2:
+        marks[hb2] += 0.1 * np.exp(-(r[hb2] / F32(0.045)) ** 2)
+    air = F32(pt["air"] * (1.15 if emph else 1.0)) * np.sqrt(np.maximum(ub, F32(0.1)))
     # ---- findings that change the lung air or add density
     add = np.zeros_like(u)
     rm_marks = np.ones_like(u)
@@ -322,20 +430,24 @@ def _strip(pt, findings, fr, tex, pnoise):
             # air bronchograms: dark branches inside the dense lobe
             add -= 0.08 * patch * ves
         add += dens * patch
-        masks[name] = patch > 0.3
+        masks[name] = patch > (0.2 if name == "pneumonia" else 0.3)   # patchy: its faint rim counts
     if "atelectasis" in findings:
+        # a dense plate-like band above the raised dome (eq. of a rotated rectangle), and the lung lost under it
         f = findings["atelectasis"]
         s = -1 if f["side"] == "right" else 1
+        sd = (u < 0) if s < 0 else (u > 0)
         u0 = s * f["q"] * pt["W"]
-        v0 = dia_at(pt, u0, emph) - f["h"]
+        v0 = dia_at(pt, u0, emph) - f["elev"] - f["h"]
         ca, sa = np.cos(f["angle"]), np.sin(f["angle"])
         du, dv = u - F32(u0), v - F32(v0)
         across = dv * F32(ca) - du * F32(sa) * s
         along = du * F32(ca) * s + dv * F32(sa)
         th = F32(f["thick"])
-        band = _ss(th / 2 - np.abs(across), eps) * _ss(F32(f["length"] / 2) - np.abs(along), F32(0.01)) * lung
-        add += 0.3 * band
-        masks["atelectasis"] = (np.abs(across) < th / 2 + 0.01) & (np.abs(along) < f["length"] / 2 + 0.01) & lung_b
+        band = _ss(th / 2 - np.abs(across), F32(0.006)) * _ss(F32(f["length"] / 2) - np.abs(along), F32(0.015)) * lung
+        add += 0.42 * band
+        airmask = airmask * (1 - 0.5 * band)
+        lost = sd & (v > dia - 0.01) & (v < dia0 + 0.015) & (au < lat + 0.01) & (au > medw - 0.01)
+        masks["atelectasis"] = ((np.abs(across) < th / 2 + 0.01) & (np.abs(along) < f["length"] / 2 + 0.015) & lung_b) | lost
     if "lung_lesion" in findings:
         f = findings["lung_lesion"]
         s = -1 if f["side"] == "right" else 1
@@ -353,7 +465,7 @@ def _strip(pt, findings, fr, tex, pnoise):
         sd = (u < 0) if f["side"] == "right" else (u > 0)
         th = F32(f["thick"])
         if f["site"] == "apical":
-            seg = v < apex + F32(0.09)
+            seg = (v < apex + F32(0.09)) & (v > apex - F32(0.02))
         else:
             seg = (v > F32(f["v0"])) & (v < F32(f["v0"] + f["len"]))
         band = _ss(au - (lat - th), eps) * _ss(lat - au + 0.004, eps) * sd * seg
@@ -377,7 +489,6 @@ def _strip(pt, findings, fr, tex, pnoise):
         f = findings["pneumothorax"]
         sd = (u < 0) if f["side"] == "right" else (u > 0)
         depth = F32(f["depth"]) * np.clip((F32(f["vlim"]) - v) / F32(0.12), 0, 1)
-        q = au / np.maximum(lat, F32(1e-3))
         edge = lat - depth
         ptx = _ss(au - edge, eps) * sd * (lat > 0) * _ss(lat - au, eps) * (depth > 0.003) * (v < base)
         rm_marks *= 1 - ptx
@@ -385,48 +496,52 @@ def _strip(pt, findings, fr, tex, pnoise):
         # visceral pleural edge: a thin white curve where the lung stops
         add += 0.25 * _ss(F32(0.004) - np.abs(au - edge), eps) * sd * (depth > 0.003) * (v < dia) * (v > apex)
         masks["pneumothorax"] = (ptx > 0.5)
-        _ = q
-    A += marks * rm_marks * lung + tex * lung
+    A += (marks * rm_marks + tex) * lung
     A -= air * airmask
     A += add
-    # ---- bones: posterior ribs (periodic bands), anterior ribs, clavicles, spine
+    # ---- bones: posterior ribs (periodic bands) and anterior ribs; they do not follow a raised dome (dia0)
     phi = (v - apex + 0.02 - F32(pt["rib_a"]) * au - F32(pt["rib_b"]) * au * au) / F32(pt["rib_sp"])
     if "fracture" in findings:
+        # n consecutive ribs broken at u_j; lateral of the break each rib is displaced down by `step` (a step-off)
         f = findings["fracture"]
         s = -1 if f["side"] == "right" else 1
-        onr = (np.floor(phi) == f["rib"] - 1) & ((u * s) > 0)
-        beyond = onr & (au > F32(abs(f["u"]))) & (au < F32(abs(f["u"]) + 0.025))   # the displaced fragment end
-        phi = phi - beyond * F32(f["step"] / pt["rib_sp"])
+        phi0, kf = phi, np.floor(phi)
+        st, ln = f["step"] / pt["rib_sp"], 0.07
+        brk = [(f["rib"] - 1 + j, abs(f["u"]) * (1 + 0.05 * j)) for j in range(f.get("n", 1))]
+        shift = np.zeros_like(u)
+        for k, ub_ in brk:
+            shift += ((kf == k) & ((u * s) > 0) & (au > F32(ub_)) & (au < F32(ub_ + ln))) * F32(st)
+        phi = phi0 - shift
     frac = phi - np.floor(phi)
     rib = _ss(F32(pt["rib_w"] / 2) - np.abs(frac - 0.5), F32(0.08)) * (phi > 0) * (phi < 12)
-    rib *= _ss(lat + 0.03 - au, F32(0.01)) * _ss(au - 0.035, F32(0.01)) * _ss(dia + 0.05 - v, F32(0.03))
+    rib *= _ss(lat + 0.03 - au, F32(0.01)) * _ss(au - 0.035, F32(0.01)) * _ss(dia0 + 0.05 - v, F32(0.03))
     if "fracture" in findings:
-        f = findings["fracture"]
-        s = -1 if f["side"] == "right" else 1
-        gap = (np.abs(u - F32(f["u"])) < F32(f["gap"])) & (np.floor(phi) == f["rib"] - 1)
-        rib *= 1 - gap
-        uc = f["u"]
-        vc_rib = apex - 0.02 + pt["rib_a"] * abs(uc) + pt["rib_b"] * uc * uc + (f["rib"] - 0.5) * pt["rib_sp"]
-        masks["fracture"] = ((u - F32(uc)) ** 2 + (v - F32(vc_rib)) ** 2) < F32(0.03 ** 2)
+        m = np.zeros(u.shape, bool)
+        kf2 = np.floor(phi)
+        for k, ub_ in brk:
+            near = ((u * s) > 0) & (np.abs(au - F32(ub_)) < F32(f["gap"]))
+            rib *= 1 - (near & (kf2 == k))                                          # the cortical break
+            # callus / overlap at the break: a small bright spindle on the rib
+            rib += (near & (np.abs(phi0 - k - 0.5) < 0.5 + st)) * F32(f["callus"] / 0.02 * 0.6)
+            m |= ((u * s) > 0) & (au > F32(ub_ - 0.03)) & (au < F32(ub_ + ln + 0.02)) & (phi0 > k - 0.4) & (phi0 < k + 1.4 + st)
+        masks["fracture"] = m
     phia = (v + F32(0.6) * au - apex) / F32(pt["rib_sp"] * 1.3)
     fa = phia - np.floor(phia)
-    arib = _ss(F32(0.12) - np.abs(fa - 0.5), F32(0.06)) * _ss(lat - au, F32(0.02)) * _ss(au - 0.4 * W, F32(0.05)) * (phia > 1) * (v < dia)
-    cl = F32(pt["clav"]) - F32(pt["clav_slope"]) * (au - 0.05) + 0.6 * (au - 0.18) ** 2
-    clav = _ss(F32(0.016) - np.abs(v - cl), eps) * _ss(au - 0.035, eps) * _ss(W + 0.05 - au, F32(0.01))
-    vert = (v - apex) / F32(0.048)
-    spine = _ss(F32(0.028) - au, eps) * (0.7 + 0.3 * np.cos(F32(2 * np.pi) * vert)) * (v > apex - 0.15)
-    trach = _ss(F32(0.016) - au, eps) * (v < F32(vhc - hh - 0.06)) * (v > apex - 0.12)
-    A += F32(pt["rib_c"]) * rib * (1 + 0.3 * (1 - lung)) + 0.05 * arib + 0.16 * clav + 0.1 * spine - 0.1 * trach
-    if pt["bubble"]:
-        bub = _ss(F32(pt["bubble_r"]) - np.sqrt((u - F32(pt["bubble_u"])) ** 2 + ((v - dia - F32(pt["bubble_r"] + 0.01)) * 1.4) ** 2), eps)
-        A -= 0.2 * bub
+    arib = _ss(F32(0.12) - np.abs(fa - 0.5), F32(0.06)) * _ss(lat - au, F32(0.02)) * _ss(au - 0.4 * W, F32(0.05)) * (phia > 1) * (v < dia0)
+    A += F32(pt["rib_c"]) * rib * (1 + 0.3 * (1 - lung)) + 0.05 * arib
     if "cardiomegaly" in findings:
-        masks["cardiomegaly"] = (hr < 1) & (v < dia)
+        m = np.zeros(u.shape, bool)
+        if hb:
+            m[hb] = (hr < 1) & (v[hb] < dia[hb])
+        masks["cardiomegaly"] = m
     if "enlarged_cardiomediastinum" in findings:
         masks["enlarged_cardiomediastinum"] = (medi > 0.5) & (v < F32(vhc - hh * 0.5)) & (v > apex)
     if "emphysema" in findings:
         masks["emphysema"] = lung_b
-    return A, masks
+    for k, m in masks.items():                         # back to the strip's shape
+        masks[k] = np.zeros(A_strip.shape, bool)
+        masks[k][tb] = m
+    return A_strip, masks
 
 
 def lat_at(pt, v):
@@ -769,12 +884,15 @@ def _pleural_thickening(w, f, unc):
 
 
 def _fracture(w, f, unc):
-    rib = f"{f['side']} {NTH[f['rib']]} posterior rib"
+    n = f.get("n", 1)
+    nth = NTH[f["rib"]] if n == 1 else f"{NTH[f['rib']]} through {NTH[f['rib'] + n - 1]}"
+    rib, ribs = f"{f['side']} {nth} posterior rib", "rib" if n == 1 else "ribs"
     if unc:
-        w.say("f", f"possible fracture of the {rib}.", [(FR, UNC)], [f"Fractures, Bone/ribs/{f['side']}"])
+        w.say("f", f"possible fracture of the {rib}{'s' * (n > 1)}.", [(FR, UNC)], [f"Fractures, Bone/ribs/{f['side']}"])
         return
-    w.say("f", w.pick([f"there is a fracture of the {rib}.", f"displaced fracture of the {rib}."]), [(FR, POS)], [f"Fractures, Bone/ribs/{f['side']}"])
-    w.say("i", f"{f['side']} {NTH[f['rib']]} rib fracture.", [(FR, POS)])
+    w.say("f", w.pick([f"there is a fracture of the {rib}{'s' * (n > 1)}.", f"displaced {'fracture' if n == 1 else 'fractures'} of the {rib}{'s' * (n > 1)}."]),
+          [(FR, POS)], [f"Fractures, Bone/ribs/{f['side']}"])
+    w.say("i", f"{f['side']} {nth} {ribs} {'fracture' if n == 1 else 'fractures'}.", [(FR, POS)])
 
 
 def _emphysema(w, f, unc):
