@@ -21,11 +21,12 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['CHEXPERT_LABELS', 'ORIGINAL_COLUMNS', 'POSITIVE', 'NEGATIVE', 'UNCERTAIN', 'EXTRA_MENTIONS', 'EXTRA_UNMENTIONS',
-           'TERMINATORS', 'FINITE', 'VERBS', 'DETERMINERS', 'NP_BREAKS', 'HEART_WORDS', 'FAMILIES', 'NO_PSEUDO',
-           'HEDGES', 'RULES', 'ENGLISH_CUES', 'MESH_TO_CHEXPERT', 'assets_dir', 'load_phrases', 'heart_unmentions',
-           'normalize', 'sentences', 'Phrases', 'default_phrases', 'Sentence', 'tokenize', 'scope_allows', 'Rule',
-           'classify', 'label_sentence', 'aggregate', 'label_report', 'label_reports', 'main', 'mesh_targets',
-           'agreement']
+           'EXTRA_KEEP', 'EXTRA_HEART_PLACES', 'TERMINATORS', 'FINITE', 'VERBS', 'DETERMINERS', 'NP_BREAKS',
+           'HEART_WORDS', 'TRANSITIVE', 'FAMILIES', 'NO_PSEUDO', 'HEDGES', 'RULES', 'EXTENDED_CHANGES',
+           'EXTENDED_RULES', 'HEART_FINDING', 'CALCIFIED_LESION', 'NOT_CALCIFIED', 'ENGLISH_CUES', 'MESH_TO_CHEXPERT',
+           'NOT_FINDINGS', 'CALCIFIED', 'assets_dir', 'load_phrases', 'heart_unmentions', 'normalize', 'sentences',
+           'Phrases', 'default_phrases', 'Sentence', 'tokenize', 'scope_allows', 'scope_allows_ext', 'Rule', 'classify',
+           'label_sentence', 'aggregate', 'label_report', 'label_reports', 'main', 'mesh_targets', 'agreement']
 
 # %% ../nbs/01a_labeler.ipynb #b0e6c256
 CHEXPERT_LABELS = ["No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -85,24 +86,60 @@ def sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE_END.split(text) if s.strip()]
 
 # %% ../nbs/01a_labeler.ipynb #678d1c1f
-EXTRA_MENTIONS = {"Support Devices": [" stent", " stimulator", "monitor lead", "monitoring lead"]}  # devices the lists miss (" stent": not "consistent")
-EXTRA_UNMENTIONS = {"Support Devices": ["endplate", "end plate", "plate-like", "platelike", "septal line", "kerley"],  # not devices
-                    "Pneumonia": ["granulomatous infection"]}  # the healed sequela (calcified granulomas), not a pneumonia
+EXTRA_MENTIONS = {  # project extensions: findings the original lists miss (each checked for false positives on IU X-Ray)
+    "Support Devices": [" stent", "stimulator", "monitor lead", "monitoring lead",  # coronary stents, nerve / spinal stimulators, ECG leads
+                        "pacing lead", "pacer lead", "generator",  # a pacemaker / ICD generator and its leads ("cardiac XXXX generator")
+                        "shunt", "prosthe", "bone anchor", "occluder", "fixation",  # VP / TIPS shunts, joint and valve prostheses, orthopaedic fixation, septal occluders
+                        " tip",  # "left chest XXXX with tip in the SVC": the de-identification hides the line's name, its tip names a line
+                        "ekg lead", "ecg lead", "overlying lead", "atrial lead", "ventricular lead", "with leads", "and leads",
+                        "leads overl", "leads project", "leads terminat"],  # device leads (not "leads to")
+    "Cardiomegaly": ["heart enlargement"],  # "mild heart enlargement" (the original has "cardiac enlargement", "enlarged heart")
+    "No Finding": ["spondylos", "osteophyt", "curvature", "tortuos", "ectatic", "ectasia", "low lung volume",
+                   "hypoinflat", "underinflat", "arthritic", "arthritis", "foreign bod"],  # abnormalities outside the 13 observations, as the original's own list (scoliosis, osteophytosis, hyperinflation ...)
+}
+EXTRA_UNMENTIONS = {  # project extensions: phrases that contain a mention but do not state its observation
+    "Support Devices": ["endplate", "end plate", "plate-like", "platelike", "septal line", "kerley",  # degenerative / atelectasis / septal lines
+                        "tubercul",  # "tube" in tuberculosis / tuberculous
+                        "lung lines", "b lines", "b-lines", "suture line",  # "lines" that are lung volumes (transcription), Kerley B lines, surgical suture lines
+                        "supporting",  # "support" as a verb ("supporting structures")
+                        "scapular tip"],  # the tip of the scapula
+    "Pneumonia": ["granulomatous infection", "tuberculous infection", "tuberculosis infection", "histoplasmosis infection"],  # healed granulomatous infection (calcified nodes / granulomas), not a pneumonia
+    "Lung Lesion": ["lumpectomy"],  # a breast operation, not a lump
+    "Edema": ["soft tissue edema"],  # oedema of the chest wall, not of the lungs
+}
+EXTRA_KEEP = {  # project extensions: phrases inside which an unmention does not count
+    "Lung Lesion": ["noncalcified nodul", "non-calcified nodul", "non calcified nodul", "uncalcified nodul"],  # "calcified nodul" is unmentioned, a NONcalcified nodule is a lesion
+}
+EXTRA_HEART_PLACES = ["behind the", "posterior to the", "anterior to the", "adjacent to the", "overlying the", "overlies the",
+                      "projecting over the", "projects over the", "between the", "along the", "beneath the", "below the",
+                      "above the"]  # more positions than the original's "over / overly / in the": a place, not the heart's size
 
 
 class Phrases:
     "The mention and unmention phrase lists of the 14 observations, compiled."
     def __init__(self, root=None,  # a folder with phrases/mention and phrases/unmention; None: shipped copy
-                 extended: bool = True):  # add EXTRA_MENTIONS / EXTRA_UNMENTIONS to the original lists
+                 extended: bool = True):  # add the project extensions (EXTRA_* lists, EXTENDED_RULES) to the original
+        self.extended = extended
         self.mention = load_phrases("mention", root)
         self.unmention = load_phrases("unmention", root)
         self.unmention.update(heart_unmentions(self.mention))
+        self.keep = {}
         if extended:
-            for extra, lists in ((EXTRA_MENTIONS, self.mention), (EXTRA_UNMENTIONS, self.unmention)):
+            for extra, lists in ((EXTRA_MENTIONS, self.mention), (EXTRA_UNMENTIONS, self.unmention), (EXTRA_KEEP, self.keep)):
                 for obs, ps in extra.items(): lists[obs] = lists.get(obs, []) + ps
+            for obs in ("Cardiomegaly", "Enlarged Cardiomediastinum"):  # the generated unmentions, over the extra places
+                ms = [m.replace("the ", "") if obs == "Cardiomegaly" else m for m in self.mention[obs]
+                      if m not in ("cardiomegaly", "cardiac enlargement") and not m.startswith("heart ")]
+                self.unmention[obs] += [p + " " + m for p in EXTRA_HEART_PLACES for m in ms]
         self.order = [o for o in CHEXPERT_LABELS if o in self.mention]
         self._mention = {o: [(p, re.compile(re.escape(p))) for p in self.mention[o]] for o in self.order}
         self._unmention = {o: [(p, re.compile(re.escape(p))) for p in ps] for o, ps in self.unmention.items()}
+        self._keep = {o: [(p, re.compile(re.escape(p))) for p in ps] for o, ps in self.keep.items()}
+
+    def _blocked(self, obs: str, text: str) -> list[tuple[int, int]]:
+        spans = [u.span() for p, urx in self._unmention.get(obs, ()) if p in text for u in urx.finditer(text)]
+        keep = [k.span() for p, krx in self._keep.get(obs, ()) if p in text for k in krx.finditer(text)]
+        return [(s, e) for s, e in spans if not any(ks <= s and e <= ke for ks, ke in keep)]
 
     def find(self, text: str) -> list[tuple[str, int, int]]:
         "(observation, start, end) of each mention in the normalised sentence `text`, unmentions removed."
@@ -113,8 +150,7 @@ class Phrases:
                 if phrase not in text: continue
                 for m in rx.finditer(text):
                     s, e = m.span()
-                    if blocked is None:
-                        blocked = [u.span() for p, urx in self._unmention.get(obs, ()) if p in text for u in urx.finditer(text)]
+                    if blocked is None: blocked = self._blocked(obs, text)
                     if not any(max(s, us) < min(e, ue) for us, ue in blocked):
                         out.append((obs, s, e))
         return out
@@ -179,6 +215,15 @@ def scope_allows(toks: Sequence[str], scope: str) -> bool:
         return "," not in toks or (n_finite == 1 and "otherwise" not in toks)
     raise ValueError(f"unknown scope {scope!r}; expected clause, neg, np, mod or pred")
 
+
+TRANSITIVE = _words("shows|show|demonstrates|demonstrate|reveals|reveal")  # "XXX shows normal YYY": the predicate is YYY's
+
+
+def scope_allows_ext(toks: Sequence[str], scope: str) -> bool:
+    "`scope_allows` with the project's refinement: a copular predicate (`pred`) does not reach over a transitive verb."
+    if scope == "pred" and any(t in TRANSITIVE for t in toks): return False
+    return scope_allows(toks, scope)
+
 # %% ../nbs/01a_labeler.ipynb #5dfa250f
 _bounded = lambda rx: re.compile(rf"(?<![^ ])(?:{rx})(?![^ ])")  # whole words of the space-joined sentence
 
@@ -195,9 +240,12 @@ class Rule:
     stands_for: str  # the original pattern(s) it carries
     terms: str = ""  # only for mentions with a word matching this regex
     unless: str = ""  # pseudo-triggers: a trigger inside one of their matches does not count
+    blockers: str = ""  # words that stop the rule when they lie between trigger and mention (project rules only)
+    alt: bool = False  # an alternative rule ("or"): not when the alternative is a mention of the same observation
     rx: re.Pattern = field(init=False, repr=False)
     unless_rx: re.Pattern | None = field(init=False, repr=False)
     terms_rx: re.Pattern | None = field(init=False, repr=False)
+    blockers_rx: re.Pattern | None = field(init=False, repr=False)
 
     def __post_init__(self):
         if self.family not in FAMILIES: raise ValueError(f"rule {self.name}: unknown family {self.family!r}")
@@ -205,6 +253,7 @@ class Rule:
         self.rx = _bounded(self.trigger)
         self.unless_rx = _bounded(self.unless) if self.unless else None
         self.terms_rx = re.compile(rf"(?:{self.terms})$") if self.terms else None
+        self.blockers_rx = re.compile(rf"(?:{self.blockers})$") if self.blockers else None
 
     def spans(self, sent: Sentence) -> list[tuple[int, int]]:
         "Word spans [i, j) of this rule's triggers in `sent`, pseudo-triggers removed."
@@ -298,16 +347,50 @@ RULES = [
          "vascular congestion; pulmonary congestion; indistinctness; vascular prominence"),
 ]
 
+# %% ../nbs/01a_labeler.ipynb #d14d118e
+def _replace(rule: Rule, **changes) -> Rule:
+    "A copy of `rule` with some fields changed (a project refinement of an original rule)."
+    keep = {k: getattr(rule, k) for k in ("name", "family", "trigger", "direction", "scope", "window", "stands_for",
+                                           "terms", "unless", "blockers", "alt")}
+    return Rule(**{**keep, **changes})
+
+
+_ENLARGED = r"enlarg\S*|large|larger|cardiomegaly"  # the heart is said to be enlarged
+EXTENDED_CHANGES = {  # rule name -> (changed fields, why); every other rule as in RULES
+    "U-hedge": (dict(trigger=HEDGES.replace("compatible with|", "(?:is|are|was|were|be) compatible with|")),
+                "bare 'opacity compatible with atelectasis' states the finding; the original's pattern needs be / may / could "
+                "on 'compatible' ({lemma:/compatible/} >{} {lemma:/be|could|may|would/})"),
+    "U-modal-after": (dict(trigger=r"(?:may|might|could|would|can)(?: also| still)? (?:be present|be seen|appear|exist)"),
+                      "'XXX may represent YYY' hedges YYY, not XXX; the original's patterns are 'XXX could/might/may be "
+                      "present' and 'XXX could appear'"),
+    "U-limited": (dict(trigger=RULES[[r.name for r in RULES].index("U-limited")].trigger
+                       + r"|not (?:well|clearly|definitely)-\S+|not definitely (?:seen|visualized|identified)"),
+                  "'not well-seen' (one hyphenated word) and 'not definitely seen' are the same limitation as 'not well seen'"),
+    "U-or": (dict(alt=True), "'pacemaker or defibrillator', 'ICD or pacemaker': either way the observation is there"),
+    "U-stable-heart": (dict(blockers=_ENLARGED), "'stable enlarged cardiac silhouette': stability of a stated enlargement"),
+    "U-stable-heart-predicate": (dict(blockers=_ENLARGED), "'the heart is mildly enlarged, unchanged': as above"),
+}
+EXTENDED_RULES = [_replace(r, **EXTENDED_CHANGES[r.name][0]) if r.name in EXTENDED_CHANGES else r for r in RULES]
+HEART_FINDING = re.compile(rf"(?<![^ ])(?:{_ENLARGED}|prominen\S*|widen\S*|increased|big)(?![^ ])")  # a size statement
+CALCIFIED_LESION = re.compile(r"(?<![^ ])(?:calcified|calcific)(?![^ ])")  # "calcified right hilar nodules", "nodule ... appears calcified"
+NOT_CALCIFIED = re.compile(r"(?<![^ ])(?:not|without|non|no)(?: \S+){0,2} (?:calcified|calcific|calcification)")  # "not definitively calcified"
+# a nodule said in its sentence to be calcified is what the original's unmention "calcified nodul" means
+
 # %% ../nbs/01a_labeler.ipynb #6a6b47a0
 _STATUS = {"pre_negation_uncertainty": UNCERTAIN, "negation": NEGATIVE, "post_negation_uncertainty": UNCERTAIN}
 
 
-def _reaches(rule: Rule, sent: Sentence, m0: int, m1: int, spans) -> bool:
-    toks = sent.toks
+def _reaches(rule: Rule, sent: Sentence, m0: int, m1: int, spans,
+             alts=(),  # word indices covered by the mentions of the same observation (a set)
+             ext: bool = False) -> bool:  # the project's scope refinements (scope_allows_ext)
+    toks, allows = sent.toks, (scope_allows_ext if ext else scope_allows)
+    def ok(between, far):  # far: the word index on the trigger's other side, where an alternative would stand
+        if rule.blockers_rx is not None and any(rule.blockers_rx.match(t) for t in between): return False
+        return not (rule.alt and far in alts)
     for i, j in spans:
-        if rule.direction != "bwd" and j <= m0 and m0 - j <= rule.window and scope_allows(toks[j:m0], rule.scope):
+        if rule.direction != "bwd" and j <= m0 and m0 - j <= rule.window and allows(toks[j:m0], rule.scope) and ok(toks[j:m0], i - 1):
             return True
-        if rule.direction != "fwd" and i >= m1 and i - m1 <= rule.window and scope_allows(toks[m1:i], rule.scope):
+        if rule.direction != "fwd" and i >= m1 and i - m1 <= rule.window and allows(toks[m1:i], rule.scope) and ok(toks[m1:i], j):
             return True
     return False
 
@@ -316,7 +399,9 @@ def classify(sent: Sentence,  # the tokenized sentence
              m0: int, m1: int,  # the mention's words: sent.toks[m0:m1]
              text: str,  # the mention's text (for "self" rules)
              cache: dict | None = None,  # rule name -> trigger spans in `sent`, shared by the sentence's mentions
-             rules: Sequence[Rule] | None = None) -> float:
+             rules: Sequence[Rule] | None = None,  # None: RULES (the original's)
+             alts=(),  # word indices covered by the sentence's mentions of the same observation (a set)
+             ext: bool = False) -> float:  # the project's scope refinements
     "POSITIVE, NEGATIVE or UNCERTAIN for one mention, the rule families in the original's order."
     cache = {} if cache is None else cache
     rules = RULES if rules is None else rules
@@ -329,7 +414,7 @@ def classify(sent: Sentence,  # the tokenized sentence
                 if rule.rx.search(text): return _STATUS[family]
                 continue
             if rule.name not in cache: cache[rule.name] = rule.spans(sent)
-            if _reaches(rule, sent, m0, m1, cache[rule.name]): return _STATUS[family]
+            if _reaches(rule, sent, m0, m1, cache[rule.name], alts, ext): return _STATUS[family]
     return POSITIVE
 
 # %% ../nbs/01a_labeler.ipynb #7c879e9c
@@ -339,11 +424,24 @@ def label_sentence(text: str,  # one normalised sentence
     phrases = phrases or default_phrases()
     mentions = phrases.find(text)
     if not mentions: return []
-    sent, cache, out = tokenize(text), {}, []
+    sent, cache, out, ext = tokenize(text), {}, [], phrases.extended
+    rules = EXTENDED_RULES if ext else RULES
+    spans = []
     for obs, s, e in mentions:
         m0 = bisect.bisect_right(sent.ends, s)  # first word ending after the mention's start
-        m1 = max(bisect.bisect_left(sent.starts, e), m0 + 1)  # first word starting at or after its end
-        out.append((obs, text[s:e], classify(sent, m0, m1, text[s:e], cache)))
+        spans.append((m0, max(bisect.bisect_left(sent.starts, e), m0 + 1)))  # to the first word starting at or after its end
+    covered = {}  # observation -> word indices its mentions cover (the alternatives of the U-or refinement)
+    if ext:
+        for (obs, _, _), (m0, m1) in zip(mentions, spans): covered.setdefault(obs, set()).update(range(m0, m1))
+    for (obs, s, e), (m0, m1) in zip(mentions, spans):
+        v = classify(sent, m0, m1, text[s:e], cache, rules, covered.get(obs, ()), ext)
+        if (ext and v == POSITIVE and obs in ("Cardiomegaly", "Enlarged Cardiomediastinum")
+                and not HEART_FINDING.search(sent.joined)):
+            continue  # "the heart and lungs ...", "shift of the heart": the heart named, its size not stated
+        if (ext and obs == "Lung Lesion" and CALCIFIED_LESION.search(sent.joined)
+                and not NOT_CALCIFIED.search(sent.joined)):
+            continue  # "calcified right hilar nodules", "nodule ... appears calcified": a healed granuloma
+        out.append((obs, text[s:e], v))
     return out
 
 # %% ../nbs/01a_labeler.ipynb #ac9db2ce
@@ -439,8 +537,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 # %% ../nbs/01a_labeler.ipynb #79f90cc7
 MESH_TO_CHEXPERT = {  # CheXpert observation -> IU X-Ray MeSH major headings (first part) that state it
     "No Finding": ["normal"],  # or device headings only (see mesh_targets)
-    "Cardiomegaly": ["Cardiomegaly", "Cardiac Shadow/enlarged"],  # an enlarged cardiac shadow is cardiomegaly
-    "Lung Lesion": ["Nodule", "Mass", "Opacity/round", "Density/round"],  # a round opacity / density is how nodular ones are coded
+    "Cardiomegaly": ["Cardiomegaly/-borderline", "Cardiac Shadow/enlarged/-borderline"],  # an enlarged cardiac shadow is cardiomegaly; borderline is not (CheXpert: uncertain)
+    "Lung Lesion": ["Nodule", "Mass", "Cavitation", "Opacity/round",  # a round opacity / density is how nodular ones are coded;
+                    "Density/round"],  # CheXpert's "cavitary lesion" is a lesion; calcified nodules are not (mesh_targets)
     "Edema": ["Pulmonary Edema"],
     "Consolidation": ["Consolidation"],
     "Pneumonia": ["Pneumonia"],
@@ -452,9 +551,21 @@ MESH_TO_CHEXPERT = {  # CheXpert observation -> IU X-Ray MeSH major headings (fi
 }
 
 
+NOT_FINDINGS = {"Surgical Instruments", "Sutures", "Technical Quality of Image Unsatisfactory"}  # no pathology: No Finding may hold
+CALCIFIED = {"Calcinosis", "Calcified Granuloma"}  # a nodule coded with one of these at its place is calcified
+
+
 def _heading_matches(parts: list[str], entry: str) -> bool:
+    "Does the heading `parts` (head, qualifiers) match `entry` ('Head/qual/-absent qual')?"
     head, *quals = entry.split("/")
-    return parts[0] == head and set(quals) <= set(parts[1:])
+    need, absent = {q for q in quals if not q.startswith("-")}, {q[1:] for q in quals if q.startswith("-")}
+    return parts[0] == head and need <= set(parts[1:]) and not absent & set(parts[1:])
+
+
+def _calcified(parts: list[str], all_parts: list[list[str]]) -> bool:
+    "Is the nodule / round density `parts` coded as calcified (a Calcinosis heading at the same place)?"
+    q = set(parts[1:])
+    return any(c[0] in CALCIFIED and (set(c[1:]) <= q or q <= set(c[1:])) and bool(q) == bool(c[1:]) for c in all_parts)
 
 
 def mesh_targets(mesh_major: Iterable[Sequence[str]]) -> pd.DataFrame:
@@ -467,7 +578,9 @@ def mesh_targets(mesh_major: Iterable[Sequence[str]]) -> pd.DataFrame:
         if not heads or heads == {"No Indexing"}:
             rows.append({obs: math.nan for obs in MESH_TO_CHEXPERT}); continue
         row = {obs: float(any(_heading_matches(p, e) for p in parts for e in hs)) for obs, hs in MESH_TO_CHEXPERT.items()}
-        row["No Finding"] = float("normal" in heads or heads <= devices)  # CheXpert's No Finding allows devices
+        row["Lung Lesion"] = float(any(_heading_matches(p, e) and not (p[0] != "Mass" and _calcified(p, parts))
+                                       for p in parts for e in MESH_TO_CHEXPERT["Lung Lesion"]))  # CheXpert unmentions calcified nodules
+        row["No Finding"] = float("normal" in heads or heads <= devices | NOT_FINDINGS)  # CheXpert's No Finding allows devices
         rows.append(row)
     return pd.DataFrame(rows, columns=list(MESH_TO_CHEXPERT))
 
