@@ -1,0 +1,91 @@
+"""Speed of cached versus uncached report generation (clinical_bert.generate) on the `paper` preset.
+
+Usage:
+  python benchmarks/bench_generate.py                      # CPU: batch 2, beam 1, max_len 60 and 100
+  python benchmarks/bench_generate.py --beam 5 --repeats 1
+  python benchmarks/bench_generate.py --device cuda --batch 64 --beam 5   # bf16 autocast, ms per image
+
+The model is the paper preset (BERT-base, DenseNet121 at 224 px, vocabulary 760 as IU X-Ray)
+with random weights: speed does not depend on the weights as long as both modes do the same
+number of steps, so `[SEP]` is forbidden until max_len (min_len = max_len). For each max_len the
+two modes run interleaved (cached, uncached, cached, ...) and the fastest of --repeats runs counts.
+Cached decoding encodes the source once and then two positions per step; uncached re-encodes
+`[CLS] v [SEP] w_1..w_t [MASK]` every step. The script also checks that both give the same tokens.
+Goals (issue 7): cached >= 10x uncached at max_len 100 on a CPU; <= 5 ms per image at batch 64,
+beam 5 on a GPU (the paper reports 0.1 s per image).
+"""
+import argparse
+import contextlib
+import platform
+import time
+
+import torch
+
+from clinical_bert.generate import generate
+from clinical_bert.model import ClinicalBert, ClinicalBertConfig
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--batch", type=int, default=2, help="images per generate call")
+    p.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy; the paper: 5)")
+    p.add_argument("--max-len", type=int, nargs="+", default=[60, 100], help="words per report")
+    p.add_argument("--repeats", type=int, default=2, help="timed runs per mode and max_len (fastest counts)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads (on a shared 2-core machine, 2 threads made every small op wait for a core)")
+    p.add_argument("--vocab", type=int, default=760, help="vocabulary size (IU X-Ray: 760)")
+    p.add_argument("--modes", default="cached,uncached", help="comma-separated: cached, uncached")
+    p.add_argument("--dtype", default=None, help="autocast dtype: bf16 or fp32 (default: bf16 on cuda, fp32 on cpu)")
+    return p.parse_args(argv)
+
+
+def timed(model, x, use_cache, max_len, beam, autocast, device):
+    "(seconds, ids) of one generate call that runs all max_len steps."
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    with autocast():
+        ids = generate(model, x, beam_size=beam, max_len=max_len, min_len=max_len, use_cache=use_cache)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0, ids
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    dtype = a.dtype or ("bf16" if device.type == "cuda" else "fp32")
+    if dtype == "bf16":
+        autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    else:
+        autocast = contextlib.nullcontext
+    modes = [m.strip() for m in a.modes.split(",")]
+    torch.manual_seed(0)
+    model = ClinicalBert(ClinicalBertConfig.paper(vocab_size=a.vocab, max_text_len=max(a.max_len))).to(device).eval()
+    x = torch.randn(a.batch, 3, 224, 224, device=device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'CPU'}, {a.threads} threads"
+    print(f"paper preset, random weights, {name}; batch {a.batch}, beam {a.beam}, {dtype}, "
+          f"fastest of {a.repeats}; torch {torch.__version__}")
+    timed(model, x[:1], True, 2, a.beam, autocast, device)  # warm-up (allocator, kernels)
+    rows = []
+    for L in a.max_len:
+        best, ids = {m: float("inf") for m in modes}, {}
+        for _ in range(a.repeats):
+            for m in modes:  # interleaved, so that drifts of the machine hit both modes
+                t, ids[m] = timed(model, x, m == "cached", L, a.beam, autocast, device)
+                best[m] = min(best[m], t)
+        same = ids["cached"] == ids["uncached"] if len(ids) == 2 else None
+        rows.append((L, best, same))
+    print(f"{'max_len':>7} " + " ".join(f"{m + ' img/s':>15} {m + ' ms/img':>16}" for m in modes)
+          + ("   ratio  same tokens" if len(modes) == 2 else ""))
+    for L, best, same in rows:
+        line = f"{L:>7} " + " ".join(f"{a.batch / best[m]:>15.3f} {1e3 * best[m] / a.batch:>16.1f}" for m in modes)
+        if len(modes) == 2:
+            line += f"  {best['uncached'] / best['cached']:>6.1f}x  {same}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
