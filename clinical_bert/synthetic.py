@@ -36,7 +36,15 @@ def _ss(x, eps):
     "Soft step: 0 below -eps, 1 above +eps (a cheap anti-aliased edge)."
     y = x * (0.5 / eps)
     y += 0.5
-    return np.clip(y, 0, 1, out=y)
+    return np.clip(y, _ZERO, _ONE, out=y)
+
+
+_ZERO, _ONE = F32(0), F32(1)
+
+
+def _c01(x):
+    "Clip a temporary array to [0, 1] in place (float32 bounds: no casting)."
+    return np.clip(x, _ZERO, _ONE, out=x)
 
 
 def sample_patient(rng) -> dict:
@@ -195,10 +203,10 @@ def sample_findings(rng, pt, p_normal=0.3) -> dict:
                           v0=float(rng.uniform(-0.2, -0.02)), len=float(rng.uniform(0.1, 0.18)))
         elif k == "fracture":
             # n consecutive posterior ribs broken along a near-vertical line, the lateral fragments displaced
-            side, n = SIDES[rng.integers(2)], int(rng.integers(1, 4))
+            side, n = SIDES[rng.integers(2)], int(rng.integers(2, 5))
             out[k] = dict(side=side, rib=int(rng.integers(4, 10 - n)), n=n,
                           u=float((-1 if side == "right" else 1) * rng.uniform(0.55, 0.8) * pt["W"]),
-                          gap=float(rng.uniform(0.014, 0.02)), step=float(rng.uniform(0.025, 0.04)),
+                          gap=float(rng.uniform(0.016, 0.022)), step=float(rng.uniform(0.03, 0.045)),
                           callus=float(rng.uniform(0.014, 0.02)))
         elif k == "emphysema":
             out[k] = dict(severity=("mild", "moderate")[rng.integers(2)])
@@ -310,22 +318,22 @@ def _strip(pt, findings, fr, tex, pnoise):
     thorax = vmax > apex - 0.06 and vmin < bmax + 0.1  # lungs, ribs and findings lie in apex - 0.06 < v < bmax + 0.1
     # diaphragm: a dome per side, lowest at the costophrenic angle (eq. of a parabola)
     t = (au - 0.45 * W) / (0.55 * W)
-    dia0 = dia = base - dome * np.clip(1 - t * t, 0, 1)
+    dia0 = dia = base - dome * _c01(1 - t * t)
     if "atelectasis" in findings:                      # volume loss: the dome on that side rises
         f = findings["atelectasis"]
         dia = dia0 - F32(f["elev"]) * ((u < 0) if f["side"] == "right" else (u > 0))
     # body outline: shoulders taper to the neck
     Wb = F32(pt["W"] + 0.08)
     vsh = apex - 0.03
-    Wbv = F32(0.1) + (Wb - F32(0.1)) * np.sqrt(np.clip(1 - (vsh - v) / F32(0.1), 0, 1))
-    ub = np.clip(1 - (u / Wb) ** 2, 0.05, 1)
+    Wbv = F32(0.1) + (Wb - F32(0.1)) * np.sqrt(_c01(1 - (vsh - v) / F32(0.1)))
+    ub = np.clip(1 - (u / Wb) ** 2, F32(0.05), _ONE)
     body = _ss(Wbv - au, F32(0.006)) * np.sqrt(ub)
     A = F32(pt["soft"]) * 0.55 * body
     A += 0.25 * body * _ss(v - dia, F32(0.01))        # abdomen under the domes
     # upper mediastinum (wider when enlarged) and spine: a band about the midline, computed there only
     hw, uhc, hh, vhc = _heart(pt, findings)
     med = pt["med"] * (findings["enlarged_cardiomediastinum"]["factor"] if "enlarged_cardiomediastinum" in findings else 1.0)
-    medw = F32(med) * (1 + 0.15 * np.clip((v - apex) / 0.3, 0, 1))
+    medw = F32(med) * (1 + 0.15 * _c01((v - apex) / 0.3))
     medi = np.zeros_like(u)
     cw = max(med * 1.15, 0.03) + 2 / S
     cb = fr.box(-cw, cw, -2.0, 2.0)
@@ -369,8 +377,8 @@ def _strip(pt, findings, fr, tex, pnoise):
         pnoise = pnoise[tb]
     # lateral chest wall: rounded apex, straight below the widest level
     vw = base - 0.1
-    tt = np.clip((vw - v) / (vw - apex), 0, 1.2)
-    lat = W * np.sqrt(np.clip(1 - tt * tt * np.sqrt(tt), 0, 1))
+    tt = np.clip((vw - v) / (vw - apex), _ZERO, F32(1.2))
+    lat = W * np.sqrt(_c01(1 - tt * tt * np.sqrt(tt)))
     # heart: an ellipse sitting on the diaphragm, width = CTR x thoracic width (computed in its box)
     heart = np.zeros_like(u)
     hb = fr.box(uhc - 1.03 * hw, uhc + 1.03 * hw, vhc - 1.03 * hh, vhc + 1.03 * hh)
@@ -422,7 +430,7 @@ def _strip(pt, findings, fr, tex, pnoise):
         gx, gy = f["cu"] * lat_at(pt, f["cv"]), f["cv"]
         blob = np.exp(-((u - F32(gx)) ** 2 + (v - F32(gy)) ** 2) / F32(f["spread"] ** 2))
         if name == "pneumonia":
-            patch = np.clip(blob * (0.6 + 1.5 * pnoise), 0, 1) * reg
+            patch = _c01(blob * (0.6 + 1.5 * pnoise)) * reg
             dens = F32((0.18, 0.26, 0.34)[SEV[f["severity"]]])
         else:
             patch = _ss(blob - 0.3, F32(0.15)) * reg
@@ -458,7 +466,7 @@ def _strip(pt, findings, fr, tex, pnoise):
         if f["kind"] == "mass":
             rad = rad * (1 + 0.15 * np.cos(3 * np.arctan2(dv, du) + F32(f["lob"])))
         disk = _ss(rad - rr, F32(0.004))
-        add += F32(0.32) * disk * (0.85 + 0.15 * np.clip(1 - rr / rad, 0, 1))
+        add += F32(0.32) * disk * (0.85 + 0.15 * _c01(1 - rr / rad))
         masks["lung_lesion"] = (rr < rad + 0.004) & (lung_b | (disk > 0.5))
     if "pleural_thickening" in findings:
         f = findings["pleural_thickening"]
@@ -478,7 +486,7 @@ def _strip(pt, findings, fr, tex, pnoise):
             sd = (u < 0) if side == "right" else (u > 0)
             lvl = F32(f["level"][side])
             men = F32(f["meniscus"])
-            cm = np.clip((au - 0.15) / (W - 0.15), 0, 1)
+            cm = _c01((au - 0.15) / (W - 0.15))
             vf = base - lvl - men * cm * np.sqrt(cm)
             fluid = _ss(v - vf, F32(0.012)) * sd * _ss(lat - au, eps) * _ss(au - medw * 0.8, eps) * (v < base + 0.01)
             airmask = airmask * (1 - fluid)
@@ -488,7 +496,7 @@ def _strip(pt, findings, fr, tex, pnoise):
     if "pneumothorax" in findings:
         f = findings["pneumothorax"]
         sd = (u < 0) if f["side"] == "right" else (u > 0)
-        depth = F32(f["depth"]) * np.clip((F32(f["vlim"]) - v) / F32(0.12), 0, 1)
+        depth = F32(f["depth"]) * _c01((F32(f["vlim"]) - v) / F32(0.12))
         edge = lat - depth
         ptx = _ss(au - edge, eps) * sd * (lat > 0) * _ss(lat - au, eps) * (depth > 0.003) * (v < base)
         rm_marks *= 1 - ptx
@@ -516,14 +524,17 @@ def _strip(pt, findings, fr, tex, pnoise):
     rib = _ss(F32(pt["rib_w"] / 2) - np.abs(frac - 0.5), F32(0.08)) * (phi > 0) * (phi < 12)
     rib *= _ss(lat + 0.03 - au, F32(0.01)) * _ss(au - 0.035, F32(0.01)) * _ss(dia0 + 0.05 - v, F32(0.03))
     if "fracture" in findings:
-        m = np.zeros(u.shape, bool)
+        m, cal = np.zeros(u.shape, bool), np.zeros_like(u)
         kf2 = np.floor(phi)
         for k, ub_ in brk:
-            near = ((u * s) > 0) & (np.abs(au - F32(ub_)) < F32(f["gap"]))
-            rib *= 1 - (near & (kf2 == k))                                          # the cortical break
-            # callus / overlap at the break: a small bright spindle on the rib
-            rib += (near & (np.abs(phi0 - k - 0.5) < 0.5 + st)) * F32(f["callus"] / 0.02 * 0.6)
-            m |= ((u * s) > 0) & (au > F32(ub_ - 0.03)) & (au < F32(ub_ + ln + 0.02)) & (phi0 > k - 0.4) & (phi0 < k + 1.4 + st)
+            side_, d = (u * s) > 0, au - F32(ub_)
+            gap = side_ & (np.abs(d) < F32(0.75 * f["gap"]))
+            rib *= 1 - (gap & (kf2 == k))                                         # the cortical break: a dark cleft
+            # callus about the break: a bright spindle the height of the rib (overlapping, healing ends)
+            ell = 1 - (d / F32(3 * f["callus"])) ** 2 - ((phi0 - F32(k + 0.5 + st / 2)) / F32(0.5 + st / 2)) ** 2
+            cal += side_ * ~gap * _ss(ell, F32(0.3))
+            m |= side_ & (au > F32(ub_ - 3 * f["callus"] - 0.005)) & (au < F32(ub_ + ln + 0.02)) & (phi0 > k - 0.4) & (phi0 < k + 1.4 + st)
+        A += 0.22 * cal * (phi0 > 0)
         masks["fracture"] = m
     phia = (v + F32(0.6) * au - apex) / F32(pt["rib_sp"] * 1.3)
     fa = phia - np.floor(phia)
