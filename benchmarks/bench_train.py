@@ -23,7 +23,6 @@ an H100 / H200). The paper reports about 50 samples/s per RTX 3090.
 """
 import argparse
 import json
-import multiprocessing as mp
 import resource
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_model import baseline_loss, rss_mb  # noqa: E402  (same baseline as the model benchmark)
+from bench_model import baseline_loss, rss_mb, spawn  # noqa: E402  (same baseline and process runner as the model benchmark)
 
 SETTINGS = {  # preset: (micro-batch, words per report, vocabulary size, optimizer steps timed)
     "tiny": (8, 20, 100, 30),
@@ -117,16 +116,6 @@ def count_flops(model, batch, device) -> float:
     return float(fc.get_total_flops())
 
 
-def spawn(*args):
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=run_variant, args=(*args, q))
-    p.start()
-    res = q.get()
-    p.join()
-    return res
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["tiny", "small"], choices=list(SETTINGS))
@@ -146,8 +135,8 @@ def main(argv=None):
     results = {}
     for preset in presets:
         steps = a.steps or SETTINGS[preset][3]
-        m = spawn(preset, "model", steps, a.threads, a.device, prec)
-        b = spawn(preset, "baseline", steps, a.threads, a.device, prec)
+        m = spawn(run_variant, preset, "model", steps, a.threads, a.device, prec)
+        b = spawn(run_variant, preset, "baseline", steps, a.threads, a.device, prec)
         mfu = m["samples_s"] * m["flops"] / (PEAK_TFLOPS * 1e12) if a.device == "cuda" else float("nan")
         results[preset] = {"model": m, "baseline": b, "mfu": mfu}
         print(f"{preset:6s} {m['params'] / 1e6:7.2f}M {SETTINGS[preset][0]:3d} | {m['samples_s']:9.1f} {m['peak_mb']:8.0f} | "

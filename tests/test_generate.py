@@ -13,12 +13,7 @@ from clinical_bert.model import ClinicalBert, ClinicalBertConfig
 from clinical_bert.text import Vocab
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors on a shared CPU
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def random_model(seed, sep_bias=3.0, **kw):

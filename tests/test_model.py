@@ -23,12 +23,7 @@ VOCAB = Vocab(WORDS)
 MESH_IDS = [VOCAB.stoi[w] for w in MESH]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors on a shared CPU
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def items(n=8, seed=0, size=64, n_views=0, all_mesh=True):
