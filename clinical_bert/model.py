@@ -78,6 +78,8 @@ class ClinicalBertConfig:
     rho1: float = 4.0
     rho2: float = 4.0
     tau: float = 0.01
+    mlm_prob: float = 0.15  # pre-training: share of the non-MeSH words MLM predicts (eqs. 3, 4; the paper's 15%)
+    rrg_mlm_prob: float = 0.5  # RRG fine-tuning: share the s2s MLM predicts (the paper is silent; see below)
     tie_word_embeddings: bool = True  # LM decoder weight = word embeddings
     word_init: str = "wordpiece_mean"  # word embeddings from a BERT checkpoint, or "random"
     attn_implementation: str = "sdpa"  # transformers attention: "sdpa" or "eager"
@@ -97,6 +99,9 @@ class ClinicalBertConfig:
         if bad or not self.tasks:
             raise ValueError(f"ClinicalBertConfig: tasks={self.tasks}; use a non-empty subset of {TASKS}")
         _choice("mode", self.mode, MODES)
+        for k in ("mlm_prob", "rrg_mlm_prob"):
+            if not 0 < getattr(self, k) <= 1:
+                raise ValueError(f"ClinicalBertConfig: {k}={getattr(self, k)!r}; a share of the words in (0, 1]")
         _choice("cd_on", self.cd_on, ("bi", "all"))
         _choice("imm_regions", self.imm_regions, ("projected", "encoded"))
         _choice("rsa_sparsity", self.rsa_sparsity, SPARSITY)
@@ -152,6 +157,11 @@ class ClinicalBertConfig:
         base = {"pretrain": PRETRAIN_PROBS, "rrg": RRG_PROBS, "rd": (1.0, 0.0, 0.0)}[self.mode]
         p = [x if n in self.tasks or self.mode == "rd" else 0.0 for x, n in zip(base, TASK_NAMES)]
         return tuple(x / sum(p) for x in p)
+
+    @property
+    def mask_prob(self) -> float:
+        "MLM share for `masks.Collator` in this mode (`rrg_mlm_prob` when fine-tuning for RRG)."
+        return self.rrg_mlm_prob if self.mode == "rrg" else self.mlm_prob
 
     @property
     def lm_tasks(self) -> tuple:

@@ -170,6 +170,9 @@ def rrg_model(self: Experiment, dataset: str, init: str | None = FULL, tag: str 
         start = self.pretrained(init) if init in ABLATIONS else init  # a variant name, a folder, or None
         data = self.splits(dataset, vocab=start) if start is not None else self.splits(dataset)
         print(f"fine-tuning RRG on {dataset} from {tag} -> {run}", flush=True)
+        epochs = self.size["epochs"].get(f"rrg_{dataset}")  # a data set with its own RRG budget
+        if epochs and "epochs" not in train_kw:
+            train_kw = {**train_kw, "epochs": epochs}
         finetune_rrg(start, data, self._train_cfg("rrg", run, **train_kw), model_cfg=self.model_config(FULL),
                      bert=self.bert, threads=self.threads)
     return run / "best"
@@ -265,11 +268,15 @@ def save_metrics(self: Experiment, metrics: dict) -> Path:
     return path
 
 # %% ../nbs/09c_pipeline.ipynb #1bdbb607
-def k_values(n_regions: int, paper_k=PAPER_K, paper_regions: int = 49) -> list[int]:
+def k_values(n_regions: int, paper_k=PAPER_K, paper_regions: int = 49,
+             n_points: int | None = None,  # keep this many, evenly spread from the smallest to the largest
+             ) -> list[int]:
     "The paper's K values scaled to `n_regions` (same kept fraction), at least 1, without repeats."
     out = []
     for k in paper_k:
         v = max(1, min(n_regions, round(k * n_regions / paper_regions)))
         if v not in out:
             out.append(v)
+    if n_points is not None and 0 < n_points < len(out):
+        out = [out[int(i)] for i in np.linspace(0, len(out) - 1, n_points).round()]
     return out

@@ -42,32 +42,33 @@ RUN_SIZES = {  # preset -> run budget (see the table above)
         n_samples={"mimic": 160, "iu": 60, "nih": 100},  # synthetic studies per layout
         synth_size=resize_for(64),  # side of the synthetic films (the resize before the crop)
         image_size=64,  # model input side
-        epochs={"pretrain": 2, "rrg": 2, "rd": 2, "k_sweep": 1},
+        epochs={"pretrain": 2, "rrg": 2, "rd": 2, "k_sweep": 1, "k_sweep_rrg": 1},  # k_sweep: Table 5 pre-training
         batch_size={"pretrain": 8, "rrg": 8, "rd": 8},
         accum_steps={"pretrain": 1, "rrg": 1, "rd": 1},
         lr={"pretrain": 1e-3, "rrg": 1e-3, "rd": 1e-3},  # encoder and heads
         lr_visual={"pretrain": 1e-3, "rrg": 1e-3, "rd": 1e-3},  # visual extractor
         max_len=20,  # decoding: words per generated report
         beam_size=1,  # decoding beam
+        k_points=2,  # Table 5: how many of the paper's six K values (scaled to the regions) are run
         threads=1),  # torch threads (None: leave torch's default)
     "small": dict(
         n_samples={"mimic": 2250, "iu": 1000, "nih": 3000},
         synth_size=resize_for(128), image_size=128,
-        epochs={"pretrain": 3, "rrg": 3, "rd": 4, "k_sweep": 1},
-        batch_size={"pretrain": 32, "rrg": 16, "rd": 32},
+        epochs={"pretrain": 3, "rrg": 6, "rrg_mimic": 3, "rd": 4, "k_sweep": 1, "k_sweep_rrg": 4},  # rrg_<data set>: its own
+        batch_size={"pretrain": 32, "rrg": 8, "rd": 32},
         accum_steps={"pretrain": 1, "rrg": 1, "rd": 1},
-        lr={"pretrain": 5e-4, "rrg": 3e-4, "rd": 1e-3},
-        lr_visual={"pretrain": 5e-4, "rrg": 3e-4, "rd": 3e-3},  # RD: the DenseNet learns fastest at 3e-3
-        max_len=60, beam_size=3, threads=1),
+        lr={"pretrain": 5e-4, "rrg": 2e-3, "rd": 1e-3},
+        lr_visual={"pretrain": 5e-4, "rrg": 1e-3, "rd": 3e-3},  # RD: the DenseNet learns fastest at 3e-3
+        max_len=60, beam_size=3, k_points=3, threads=2),
     "paper": dict(
         n_samples={"mimic": 20000, "iu": 3000, "nih": 20000},  # synthetic only; real data sets are used whole
         synth_size=resize_for(224), image_size=224,
-        epochs={"pretrain": 50, "rrg": 50, "rd": 50, "k_sweep": 10},
+        epochs={"pretrain": 50, "rrg": 50, "rd": 50, "k_sweep": 10, "k_sweep_rrg": 10},
         batch_size={"pretrain": 64, "rrg": 16, "rd": 32},
         accum_steps={"pretrain": 4, "rrg": 1, "rd": 1},  # 64 x 4 = 256 (per process)
         lr={"pretrain": 1e-4, "rrg": 1e-5, "rd": 1e-5},
         lr_visual={"pretrain": 5e-5, "rrg": 1e-5, "rd": 1e-5},
-        max_len=60, beam_size=5, threads=None),
+        max_len=60, beam_size=5, k_points=6, threads=None),
 }
 STAGES = ("pretrain", "rrg", "rd", "k_sweep")
 
@@ -295,8 +296,8 @@ def pretrain(model_cfg: ClinicalBertConfig,  # e.g. ClinicalBertConfig.ablation(
     _check_data(cfg, splits)
     torch.manual_seed(train_cfg.seed)  # the initial weights
     model = build_model(cfg, vocab, init)
-    collator = Collator(vocab, mesh_ids, mode="pretrain", task_probs=cfg.task_probs, max_len=cfg.max_text_len,
-                        seed=train_cfg.seed)
+    collator = Collator(vocab, mesh_ids, mode="pretrain", task_probs=cfg.task_probs, mlm_prob=cfg.mask_prob,
+                        max_len=cfg.max_text_len, seed=train_cfg.seed)
     _fit(model, splits, collator, train_cfg, threads)
     return _finish(vocab, train_cfg)
 
@@ -355,13 +356,14 @@ def finetune_rrg(init,  # a model folder (pretrain's), or None for the no-pre-tr
                  max_len: int | None = None,  # decoding length for metric="bleu4" (None: the model's max_text_len)
                  threads: int | None = None,
                  **cfg_overrides) -> Path:
-    "Fine-tune for report generation (s2s : MMM = 0.75 : 0.25); the model folder of the best checkpoint."
+    "Fine-tune for report generation (s2s : MMM = 0.75 : 0.25, s2s share `rrg_mlm_prob`); the best model folder."
     if metric not in ("loss", "bleu4"):
         raise ValueError(f"metric={metric!r}; use 'loss' or 'bleu4'")
     model, vocab = _init_model(init, "rrg", splits, model_cfg, bert, cfg_overrides)
     cfg = model.config
     _check_data(cfg, splits)
-    collator = Collator(vocab, mode="rrg", task_probs=cfg.task_probs, max_len=cfg.max_text_len, seed=train_cfg.seed)
+    collator = Collator(vocab, mode="rrg", task_probs=cfg.task_probs, mlm_prob=cfg.mask_prob,  # rrg_mlm_prob
+                        max_len=cfg.max_text_len, seed=train_cfg.seed)
     kw = {}
     if metric == "bleu4":
         kw = dict(metric_fn=bleu4_metric(vocab, splits["val"], max_len or cfg.max_text_len),
