@@ -54,7 +54,7 @@ RUN_SIZES = {  # preset -> run budget (see the table above)
     "small": dict(
         n_samples={"mimic": 2250, "iu": 1000, "nih": 3000},
         synth_size=resize_for(128), image_size=128,
-        epochs={"pretrain": 3, "rrg": 6, "rrg_mimic": 3, "rd": 4, "k_sweep": 1, "k_sweep_rrg": 4},  # rrg_<data set>: its own
+        epochs={"pretrain": 3, "rrg": 5, "rrg_mimic": 2, "rd": 4, "k_sweep": 1, "k_sweep_rrg": 3},  # rrg_<data set>: its own
         batch_size={"pretrain": 32, "rrg": 8, "rd": 32},
         accum_steps={"pretrain": 1, "rrg": 1, "rd": 1},
         lr={"pretrain": 5e-4, "rrg": 2e-3, "rd": 1e-3},
