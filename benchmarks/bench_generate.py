@@ -2,6 +2,7 @@
 
 Usage:
   python benchmarks/bench_generate.py                      # CPU: batch 2, beam 1, max_len 60 and 100
+  python benchmarks/bench_generate.py --max-len 100 --batch 8 --repeats 1   # CPU, the batch evaluation uses
   python benchmarks/bench_generate.py --beam 5 --repeats 1
   python benchmarks/bench_generate.py --device cuda --batch 64 --beam 5   # bf16 autocast, ms per image
 
