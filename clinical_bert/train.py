@@ -191,7 +191,8 @@ def load_splits(data_dir,  # the data set folder; None: the synthetic benchmark 
     if data_dir is None:
         if dataset not in LAYOUT_OF:
             raise ValueError(f"dataset={dataset!r} has no synthetic layout; pass data_dir (the COV-CTR folder)")
-        data_dir = synthetic_benchmark(synth_root, preset, seed, layouts=(LAYOUT_OF[dataset],))[dataset]
+        data_dir = synthetic_benchmark(synth_root, preset, seed, layouts=(LAYOUT_OF[dataset],),
+                                       workers=min(8, os.cpu_count() or 1))[dataset]  # same films for any count
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder; point data_dir / --data at the {dataset} data set")
