@@ -237,8 +237,8 @@ def write_table(self: Experiment, df: pd.DataFrame, name: str, caption: str) -> 
     md += ["| " + " | ".join([df.index.name or ""] + cols) + " |", "|" + "---|" * (len(cols) + 1)]
     md += ["| " + " | ".join([str(i)] + [_fmt(v) for v in row]) + " |" for i, row in zip(df.index, df.to_numpy(object))]
     if any("paper" in c for c in cols):
-        md += ["", "Columns marked *paper* are the paper's numbers on the real data set (n/a: not transcribed "
-               "into clinical_bert/assets/paper_numbers.csv); the other columns are this run."]
+        md += ["", "Columns marked *paper* are the paper's numbers on the real data set, each with its source in "
+               "clinical_bert/assets/paper_numbers.csv (n/a: not transcribed); the other columns are this run."]
     path = self.fig_dir / f"{name}.md"
     path.write_text("\n".join(md) + "\n")
     df.to_csv(self.fig_dir / f"{name}.csv")
