@@ -170,7 +170,7 @@ def sample_findings(rng, pt, p_normal=0.3) -> dict:
                           level={sd: float(rng.uniform(*lv)) for sd in SIDES})
         elif k == "pneumothorax":
             s = ("small", "moderate", "large")[rng.integers(3)]
-            d = {"small": (0.03, 0.05), "moderate": (0.06, 0.09), "large": (0.1, 0.15)}[s]
+            d = {"small": (0.04, 0.06), "moderate": (0.065, 0.09), "large": (0.1, 0.15)}[s]
             out[k] = dict(side=SIDES[rng.integers(2)], severity=s, depth=float(rng.uniform(*d)),
                           vlim=float(pt["apex"] + {"small": 0.2, "moderate": 0.35, "large": 0.5}[s]))
         elif k in ("consolidation", "pneumonia"):
@@ -191,7 +191,7 @@ def sample_findings(rng, pt, p_normal=0.3) -> dict:
             out[k] = dict(severity=sev3())
         elif k == "lung_lesion":
             kind = ("nodule", "mass")[int(rng.random() < 0.4)]
-            radius = float(rng.uniform(0.012, 0.028) if kind == "nodule" else rng.uniform(0.04, 0.065))
+            radius = float(rng.uniform(0.018, 0.032) if kind == "nodule" else rng.uniform(0.04, 0.065))
             zone = ("upper", "mid", "lower")[rng.integers(3)]
             vv = {"upper": rng.uniform(-0.27, -0.15), "mid": rng.uniform(-0.12, -0.02), "lower": rng.uniform(0.0, 0.08)}[zone]
             out[k] = dict(kind=kind, side=SIDES[rng.integers(2)], zone=zone, v=float(vv),
@@ -199,8 +199,8 @@ def sample_findings(rng, pt, p_normal=0.3) -> dict:
                           size_cm=round(radius * 2 * 42, 1))
         elif k == "pleural_thickening":
             site = ("apical", "lateral")[rng.integers(2)]
-            out[k] = dict(side=SIDES[rng.integers(2)], site=site, thick=float(rng.uniform(0.02, 0.035)),
-                          v0=float(rng.uniform(-0.2, -0.02)), len=float(rng.uniform(0.1, 0.18)))
+            out[k] = dict(side=SIDES[rng.integers(2)], site=site, thick=float(rng.uniform(0.03, 0.05)),
+                          v0=float(rng.uniform(-0.2, -0.02)), len=float(rng.uniform(0.14, 0.24)))
         elif k == "fracture":
             # n consecutive posterior ribs broken along a near-vertical line, the lateral fragments displaced
             side, n = SIDES[rng.integers(2)], int(rng.integers(2, 5))
@@ -431,7 +431,7 @@ def _strip(pt, findings, fr, tex, pnoise):
         blob = np.exp(-((u - F32(gx)) ** 2 + (v - F32(gy)) ** 2) / F32(f["spread"] ** 2))
         if name == "pneumonia":
             patch = _c01(blob * (0.6 + 1.5 * pnoise)) * reg
-            dens = F32((0.18, 0.26, 0.34)[SEV[f["severity"]]])
+            dens = F32((0.28, 0.36, 0.44)[SEV[f["severity"]]])
         else:
             patch = _ss(blob - 0.3, F32(0.15)) * reg
             dens = F32((0.3, 0.38, 0.46)[SEV[f["severity"]]])
@@ -466,7 +466,7 @@ def _strip(pt, findings, fr, tex, pnoise):
         if f["kind"] == "mass":
             rad = rad * (1 + 0.15 * np.cos(3 * np.arctan2(dv, du) + F32(f["lob"])))
         disk = _ss(rad - rr, F32(0.004))
-        add += F32(0.32) * disk * (0.85 + 0.15 * _c01(1 - rr / rad))
+        add += F32(0.45) * disk * (0.85 + 0.15 * _c01(1 - rr / rad))
         masks["lung_lesion"] = (rr < rad + 0.004) & (lung_b | (disk > 0.5))
     if "pleural_thickening" in findings:
         f = findings["pleural_thickening"]
@@ -477,7 +477,7 @@ def _strip(pt, findings, fr, tex, pnoise):
         else:
             seg = (v > F32(f["v0"])) & (v < F32(f["v0"] + f["len"]))
         band = _ss(au - (lat - th), eps) * _ss(lat - au + 0.004, eps) * sd * seg
-        add += 0.4 * band
+        add += 0.6 * band
         masks["pleural_thickening"] = (band > 0.3)
     if "pleural_effusion" in findings:
         f = findings["pleural_effusion"]
@@ -500,9 +500,9 @@ def _strip(pt, findings, fr, tex, pnoise):
         edge = lat - depth
         ptx = _ss(au - edge, eps) * sd * (lat > 0) * _ss(lat - au, eps) * (depth > 0.003) * (v < base)
         rm_marks *= 1 - ptx
-        add -= 0.1 * ptx
+        add -= 0.24 * ptx
         # visceral pleural edge: a thin white curve where the lung stops
-        add += 0.25 * _ss(F32(0.004) - np.abs(au - edge), eps) * sd * (depth > 0.003) * (v < dia) * (v > apex)
+        add += 0.35 * _ss(F32(0.005) - np.abs(au - edge), eps) * sd * (depth > 0.003) * (v < dia) * (v > apex)
         masks["pneumothorax"] = (ptx > 0.5)
     A += (marks * rm_marks + tex) * lung
     A -= air * airmask
