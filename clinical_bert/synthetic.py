@@ -23,10 +23,10 @@ from . import labeler
 # %% auto #0
 __all__ = ['F32', 'LOBES', 'SEV', 'PREVALENCE', 'SIDES', 'CHEXPERT_LABELS', 'EC', 'CM', 'LO', 'LL', 'ED', 'CO', 'PN', 'AT', 'PX',
            'PE', 'PO', 'FR', 'SD', 'POS', 'NEG', 'UNC', 'NTH', 'ADV', 'UNCERTAIN_OK', 'SENTENCES', 'NIH_LABELS',
-           'NIH_FROM', 'NIH_NOT_PRODUCED', 'LAYOUTS', 'INDICATIONS', 'MIMIC_CHEXPERT_COLUMNS', 'FINDINGS',
-           'sample_patient', 'sample_view', 'Frame', 'sample_findings', 'render', 'lat_at', 'dia_at', 'Writer',
-           'write_report', 'nih_labels', 'patient_index', 'make_study', 'save_masks', 'mask_path', 'load_masks',
-           'mimic_report', 'make_dataset', 'main', 'finding_matrix', 'global_stats']
+           'NIH_FROM', 'NIH_NOT_PRODUCED', 'LAYOUTS', 'INDICATIONS', 'SYNTH_VERSION', 'MIMIC_CHEXPERT_COLUMNS',
+           'FINDINGS', 'sample_patient', 'sample_view', 'Frame', 'sample_findings', 'render', 'lat_at', 'dia_at',
+           'Writer', 'write_report', 'nih_labels', 'patient_index', 'make_study', 'save_masks', 'mask_path',
+           'load_masks', 'mimic_report', 'make_dataset', 'main', 'finding_matrix', 'global_stats']
 
 # %% ../nbs/02a_synthetic.ipynb #fdb70310
 F32 = np.float32
@@ -1082,6 +1082,7 @@ def _write_one(args) -> dict:
     return _json_safe(row)
 
 # %% ../nbs/02a_synthetic.ipynb #532783b0
+SYNTH_VERSION = 2  # bump when the films, masks or reports change: runs/ keys its cached benchmark and models by it
 MIMIC_CHEXPERT_COLUMNS = sorted(CHEXPERT_LABELS)   # the official CSV lists the 14 labels alphabetically
 
 

@@ -27,6 +27,7 @@ from .data import (AnnotationDataset, CovCtrDataset, DataError, IuXrayDataset, M
 from .learner import Learner, TrainConfig, dist_info, to_device, unwrap
 from .masks import Collator
 from .model import ClinicalBert, ClinicalBertConfig
+from .synthetic import SYNTH_VERSION
 from .text import Vocab
 
 # %% auto #0
@@ -117,7 +118,7 @@ def synthetic_benchmark(root, preset: str = "small", seed: int = 0,
     rs, out = run_size(preset), {}
     for layout in layouts:
         n = rs["n_samples"][layout]
-        dst = Path(root) / f"{preset}-seed{seed}" / layout
+        dst = Path(root) / f"{preset}-seed{seed}-v{SYNTH_VERSION}" / layout  # a new renderer writes anew
         if not (dst / "ground_truth.csv").is_file():  # written last by make_dataset
             tmp = dst.with_name(f".tmp-{layout}-{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
