@@ -31,13 +31,14 @@ from .synthetic import SYNTH_VERSION
 from .text import Vocab
 
 # %% auto #0
-__all__ = ['RUN_SIZES', 'STAGES', 'LAYOUT_OF', 'DATASETS', 'LOSS_NAMES', 'DEFAULT_DATASET', 'run_size', 'train_config',
-           'num_threads', 'synthetic_benchmark', 'as_vocab', 'load_splits', 'save_model_dir', 'load_model',
-           'check_vocab', 'shipped_bert', 'bert_sizes', 'build_model', 'pretrain', 'task_losses', 'plot_losses',
-           'finetune_rrg', 'bleu4_metric', 'rd_probabilities', 'auc_metric', 'prior_logits', 'finetune_rd',
-           'pretrain_main', 'rrg_main', 'rd_main']
+__all__ = ['RECIPE_VERSION', 'RUN_SIZES', 'STAGES', 'LAYOUT_OF', 'DATASETS', 'LOSS_NAMES', 'DEFAULT_DATASET', 'run_size',
+           'train_config', 'num_threads', 'synthetic_benchmark', 'as_vocab', 'load_splits', 'save_model_dir',
+           'load_model', 'check_vocab', 'shipped_bert', 'bert_sizes', 'build_model', 'pretrain', 'task_losses',
+           'plot_losses', 'finetune_rrg', 'bleu4_metric', 'rd_probabilities', 'auc_metric', 'prior_logits',
+           'finetune_rd', 'pretrain_main', 'rrg_main', 'rd_main']
 
 # %% ../nbs/07_train.ipynb #3738494d
+RECIPE_VERSION = 2  # bump when a preset or RUN_SIZES change: runs/ keys its cached models by it
 RUN_SIZES = {  # preset -> run budget (see the table above)
     "tiny": dict(
         n_samples={"mimic": 160, "iu": 60, "nih": 100},  # synthetic studies per layout
@@ -55,7 +56,7 @@ RUN_SIZES = {  # preset -> run budget (see the table above)
     "small": dict(
         n_samples={"mimic": 2250, "iu": 1000, "nih": 3000},
         synth_size=resize_for(128), image_size=128,
-        epochs={"pretrain": 3, "rrg": 5, "rrg_mimic": 2, "rd": 4, "k_sweep": 1, "k_sweep_rrg": 3},  # rrg_<data set>: its own
+        epochs={"pretrain": 3, "rrg": 5, "rrg_mimic": 2, "rd": 8, "k_sweep": 1, "k_sweep_rrg": 3},  # rrg_<data set>: its own
         batch_size={"pretrain": 32, "rrg": 8, "rd": 32},
         accum_steps={"pretrain": 1, "rrg": 1, "rd": 1},
         lr={"pretrain": 5e-4, "rrg": 2e-3, "rd": 1e-3},
@@ -331,8 +332,10 @@ def plot_losses(run_dir, ax=None, title: str | None = None):
     return ax
 
 # %% ../nbs/07_train.ipynb #66c49a0f
-def _init_model(init, mode: str, splits: dict, model_cfg, bert, overrides: dict) -> tuple[ClinicalBert, Vocab]:
+def _init_model(init, mode: str, splits: dict, model_cfg, bert, overrides: dict,
+                seed: int) -> tuple[ClinicalBert, Vocab]:
     "(model, vocab) for a fine-tuning: from a model folder, or a fresh one (the no-pre-training row)."
+    torch.manual_seed(seed)  # fresh weights (a new model, a new RD head) depend on the run's seed only
     train = splits["train"]
     n_views = getattr(train, "n_views", 1)
     if init is not None:
@@ -361,7 +364,7 @@ def finetune_rrg(init,  # a model folder (pretrain's), or None for the no-pre-tr
     "Fine-tune for report generation (s2s : MMM = 0.75 : 0.25, s2s share `rrg_mlm_prob`); the best model folder."
     if metric not in ("loss", "bleu4"):
         raise ValueError(f"metric={metric!r}; use 'loss' or 'bleu4'")
-    model, vocab = _init_model(init, "rrg", splits, model_cfg, bert, cfg_overrides)
+    model, vocab = _init_model(init, "rrg", splits, model_cfg, bert, cfg_overrides, train_cfg.seed)
     cfg = model.config
     _check_data(cfg, splits)
     collator = Collator(vocab, mode="rrg", task_probs=cfg.task_probs, mlm_prob=cfg.mask_prob,  # rrg_mlm_prob
@@ -436,7 +439,7 @@ def finetune_rd(init,  # a model folder (pretrain's or finetune_rrg's), or None 
                 **cfg_overrides) -> Path:
     "Fine-tune for diagnosis (BCE on E_[CLS]); the model folder of the best validation mean AUC."
     names = list(splits["train"].label_names)
-    model, vocab = _init_model(init, "rd", splits, model_cfg, bert, cfg_overrides)
+    model, vocab = _init_model(init, "rd", splits, model_cfg, bert, cfg_overrides, train_cfg.seed)
     fresh_head = init is None or json.loads((Path(init) / "config.json").read_text()).get("mode") != "rd"
     if model.config.rd_labels != len(names):  # another label set: a new head
         model.rd_head = torch.nn.Linear(model.config.hidden_size, len(names))
