@@ -72,7 +72,7 @@ class ClinicalBertConfig:
     rd_labels: int = 14  # RD outputs (NIH ChestX-ray14 pathologies)
     mode: str = "pretrain"  # "pretrain", "rrg" or "rd"
     tasks: tuple = TASKS  # enabled pre-training objectives
-    cd_on: str = "bi"  # CD on the bi samples ("bi") or on all ("all": one extra bidirectional pass)
+    cd_on: str = "bi"  # CD on the bi samples ("bi"), on all ("all": one extra bidirectional pass) or "image" (see Losses)
     imm_regions: str = "projected"  # f_i: "projected" visual features or "encoded" encoder outputs
     rsa_sparsity: str = "literal"  # eq. 6: "literal", "renormalize" or "none"
     imm_loss: str = "contrastive"  # eq. 7: "contrastive" or "literal"
@@ -104,7 +104,7 @@ class ClinicalBertConfig:
         for k in ("mlm_prob", "rrg_mlm_prob"):
             if not 0 < getattr(self, k) <= 1:
                 raise ValueError(f"ClinicalBertConfig: {k}={getattr(self, k)!r}; a share of the words in (0, 1]")
-        _choice("cd_on", self.cd_on, ("bi", "all"))
+        _choice("cd_on", self.cd_on, ("bi", "all", "image"))
         _choice("input_norm", self.input_norm, INPUT_NORMS)
         _choice("imm_regions", self.imm_regions, ("projected", "encoded"))
         _choice("rsa_sparsity", self.rsa_sparsity, SPARSITY)
@@ -114,6 +114,9 @@ class ClinicalBertConfig:
         if "cd" in self.tasks and self.cd_on == "bi" and "bi" not in self.tasks:
             raise ValueError("ClinicalBertConfig: CD on the bi samples (cd_on='bi') needs 'bi' in tasks; "
                              "add 'bi' or set cd_on='all'")
+        if "cd" in self.tasks and self.cd_on == "image" and not {"s2s", "mmm"} & set(self.tasks):
+            raise ValueError("ClinicalBertConfig: CD on the image (cd_on='image') reads the s2s-mask samples; "
+                             "add 's2s' or 'mmm' to tasks or set cd_on='bi'")
         if self.mode == "rrg" and "s2s" not in self.tasks:
             raise ValueError("ClinicalBertConfig: mode='rrg' trains the s2s objective; add 's2s' to tasks")
         if not {"s2s", "bi", "mmm"} & set(self.tasks) and self.mode == "pretrain":
@@ -479,6 +482,8 @@ def _cd_loss(self: ClinicalBert, h, x, batch, R):
         feats = feats.clone()
         feats[nb] = h2[:, [0, R + 1]]
         rows = torch.ones_like(bi)
+    elif self.config.cd_on == "image":  # s2s / MMM rows: [CLS] and the first [SEP] attend to the source only
+        rows = ~bi
     else:
         rows = bi
     if not rows.any():
