@@ -295,7 +295,8 @@ class VisualExtractor(nn.Module):
         # the NHWC kernels on GPU; the features are the same up to float rounding
         x = images.flatten(0, 1)
         if self.input_norm == "per_image":  # each film (channel) to zero mean, unit variance: exposure-invariant
-            x = (x - x.mean((2, 3), keepdim=True)) / (x.std((2, 3), keepdim=True) + 1e-3)
+            sd, mean = torch.std_mean(x, (2, 3), keepdim=True)
+            x = (x - mean) / (sd + 1e-3)
         x = x.contiguous(memory_format=torch.channels_last)
         x = F.relu(self.backbone(x))  # (B V, C, h, w), the final ReLU of DenseNet
         return x.flatten(2).transpose(1, 2).reshape(B, -1, x.shape[1])  # (B, V h w, C)

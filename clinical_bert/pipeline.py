@@ -20,7 +20,7 @@ import pandas as pd
 from .data import DataError
 from .model import ABLATION_LABELS, ABLATIONS, ClinicalBertConfig
 from .synthetic import SYNTH_VERSION
-from .train import (RECIPE_VERSION, finetune_rd, finetune_rrg, load_splits, pretrain, run_size,
+from .train import (finetune_rd, finetune_rrg, load_splits, pretrain, recipe_key, run_size,
                                  shipped_bert, train_config)
 
 # %% auto #0
@@ -85,7 +85,7 @@ class Experiment:
     def models_dir(self) -> Path:
         "Models shared by all notebooks of one preset, seed and data source."
         src = f"synthetic-v{SYNTH_VERSION}" if self.data_dir is None else "real"  # models of older films are not reused
-        return Path(self.runs_dir) / "models" / f"{self.preset}-seed{self.seed}-{src}-r{RECIPE_VERSION}"  # nor of older recipes
+        return Path(self.runs_dir) / "models" / f"{self.preset}-seed{self.seed}-{src}-r{recipe_key(self.preset)}"  # nor of other recipes
 
     @property
     def size(self) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import importlib.util
 import json
 import math
@@ -31,14 +32,13 @@ from .synthetic import SYNTH_VERSION
 from .text import Vocab
 
 # %% auto #0
-__all__ = ['RECIPE_VERSION', 'RUN_SIZES', 'STAGES', 'LAYOUT_OF', 'DATASETS', 'LOSS_NAMES', 'DEFAULT_DATASET', 'run_size',
+__all__ = ['RUN_SIZES', 'STAGES', 'LAYOUT_OF', 'DATASETS', 'LOSS_NAMES', 'DEFAULT_DATASET', 'run_size', 'recipe_key',
            'train_config', 'num_threads', 'synthetic_benchmark', 'as_vocab', 'load_splits', 'save_model_dir',
            'load_model', 'check_vocab', 'shipped_bert', 'bert_sizes', 'build_model', 'pretrain', 'task_losses',
            'plot_losses', 'finetune_rrg', 'bleu4_metric', 'rd_probabilities', 'auc_metric', 'prior_logits',
            'finetune_rd', 'pretrain_main', 'rrg_main', 'rd_main']
 
 # %% ../nbs/07_train.ipynb #3738494d
-RECIPE_VERSION = 2  # bump when a preset or RUN_SIZES change: runs/ keys its cached models by it
 RUN_SIZES = {  # preset -> run budget (see the table above)
     "tiny": dict(
         n_samples={"mimic": 160, "iu": 60, "nih": 100},  # synthetic studies per layout
@@ -80,6 +80,12 @@ def run_size(preset: str) -> dict:
     if preset not in RUN_SIZES:
         raise ValueError(f"preset={preset!r}; use one of {tuple(RUN_SIZES)}")
     return json.loads(json.dumps(RUN_SIZES[preset]))
+
+
+def recipe_key(preset: str) -> str:
+    "8 hex digits that change whenever `preset`'s model config or run budget does: runs/ keys its cached models by it."
+    recipe = dict(model=ClinicalBertConfig.preset(preset).to_dict(), budget=run_size(preset))
+    return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def train_config(preset: str, stage: str,  # "pretrain", "rrg", "rd" or "k_sweep" (a shorter pre-training)
