@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import struct
 import textwrap
 import zipfile
@@ -992,15 +993,36 @@ def make_study(seed: int, index: int, patient: int, visit: int, size: int = 256,
                 nih=nih_labels(findings))
 
 # %% ../nbs/02a_synthetic.ipynb #741e540d
-def save_masks(path, masks: dict) -> None:
-    "Write masks as an .npz (bool arrays, deflated) with fixed zip timestamps, so the bytes depend only on the masks."
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+_WFLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _put(path, data: bytes) -> None:
+    "Write `data` to a new (or truncated) file: one open, one write (a loop only if the kernel writes part), one close. On a disk file system every file costs kernel time, and a file written in chunks (with seeks back, as a zip is) costs more than one written at once."
+    fd = os.open(path, _WFLAGS, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def _masks_bytes(masks: dict) -> bytes:
+    "The bytes of the .npz of `masks` (built in memory)."
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         for k in sorted(masks):
             buf = io.BytesIO()
             np.lib.format.write_array(buf, np.ascontiguousarray(masks[k], dtype=bool), allow_pickle=False)
             info = zipfile.ZipInfo(k + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             z.writestr(info, buf.getvalue(), compresslevel=1)   # sparse masks: level 1 is 3x faster, files ~1 KB
+    return out.getvalue()
+
+
+def save_masks(path, masks: dict) -> None:
+    "Write masks as an .npz (bool arrays, deflated) with fixed zip timestamps, so the bytes depend only on the masks. The zip is built in memory and written with one call."
+    _put(path, _masks_bytes(masks))
 
 
 def mask_path(image_path) -> Path:
@@ -1072,35 +1094,58 @@ def _json_safe(x):
     return x
 
 
-def _save_png(path, img):
-    "Write a grey uint8 image as a PNG: the Sub filter on every row, Huffman-only deflate (film noise defeats LZ77 matching). 3x faster than PIL's per-row adaptive filtering, about the same size."
+def _png_bytes(img) -> bytes:
+    "A grey uint8 image as PNG bytes: the Sub filter on every row, Huffman-only deflate (film noise defeats LZ77 matching). 3x faster than PIL's per-row adaptive filtering, about the same size."
     h, w = img.shape
     raw = np.empty((h, w + 1), np.uint8)
     raw[:, 0], raw[:, 1] = 1, img[:, 0]                # filter type 1 (Sub): each byte minus its left neighbour, mod 256
     np.subtract(img[:, 1:], img[:, :-1], out=raw[:, 2:])
     z = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
     chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
-    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-                           + chunk(b"IDAT", z.compress(raw.tobytes()) + z.flush()) + chunk(b"IEND", b""))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", z.compress(raw.tobytes()) + z.flush()) + chunk(b"IEND", b""))
+
+
+def _save_png(path, img):
+    "Write a grey uint8 image as a PNG (see `_png_bytes`), in one write."
+    _put(path, _png_bytes(img))
+
+
+def _jpeg_bytes(img, quality=95) -> bytes:
+    "A grey uint8 image as JPEG bytes (PIL, encoded in memory: the same bytes PIL writes to a file)."
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _make_dirs(out: Path, rels) -> None:
+    "Create the folders of the files `rels` (paths relative to `out`, '/'-separated), parents first, one mkdir each: no per-file `mkdir(parents=True, exist_ok=True)` with its failed mkdirs and stats."
+    made = set()
+    for rel in rels:
+        parts = rel.split("/")[:-1]
+        for j in range(1, len(parts) + 1):
+            d = "/".join(parts[:j])
+            if d not in made:
+                made.add(d)
+                try:
+                    os.mkdir(out / d)
+                except FileExistsError:       # writing into an existing data set
+                    pass
 
 
 def _write_one(args) -> dict:
-    "Render one study's films, write them and their masks; return its metadata row."
+    "Render one study's films, write them and their masks (each file from memory in one write; `make_dataset` made the folders); return its metadata row."
     out, layout, seed, size, i, p, k, kw = args
     st = make_study(seed, i, p, k, size, n_views=2 if layout == "iu" else 1, **kw)
     ids = _ids(layout, seed, st)
     for rel, view in zip(ids["images"], st["views"]):
         img, masks = render(st["pt"], st["findings"], view)
         f = out / rel
-        f.parent.mkdir(parents=True, exist_ok=True)
-        if rel.endswith(".jpg"):
-            Image.fromarray(img).save(f, quality=95)
-        else:
-            _save_png(f, img)
+        _put(f, _jpeg_bytes(img) if rel.endswith(".jpg") else _png_bytes(img))
         save_masks(mask_path(f), masks)
     rng = np.random.default_rng([seed, i, 4])
     if layout == "mimic":
-        (out / ids["report"]).write_text(mimic_report(st, rng))
+        _put(out / ids["report"], mimic_report(st, rng).encode())
     row = {k2: v for k2, v in st.items() if k2 not in ("pt", "views")}
     row.update(ids, split=_split(layout, seed, st), masks=[str(mask_path(x)) for x in ids["images"]],
                size=size, seed=seed)
@@ -1127,6 +1172,8 @@ def make_dataset(out_dir, n: int, seed: int = 0, layout: str = "mimic", size: in
     out.mkdir(parents=True, exist_ok=True)
     kw = dict(p_normal=p_normal, p_uncertain=p_uncertain)
     jobs = [(out, layout, seed, size, i, p, k, kw) for i, (p, k) in enumerate(patient_index(seed, n, layout != "iu"))]
+    # every folder once, here, before any worker starts (the report of a MIMIC study lies in its image folder's parent)
+    _make_dirs(out, (rel for j in jobs for rel in _ids(layout, seed, dict(index=j[4], patient=j[5], visit=j[6]))["images"]))
     if workers > 1:
         with ProcessPoolExecutor(workers) as ex:
             rows = list(ex.map(_write_one, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
