@@ -1106,11 +1106,6 @@ def _png_bytes(img) -> bytes:
             + chunk(b"IDAT", z.compress(raw.tobytes()) + z.flush()) + chunk(b"IEND", b""))
 
 
-def _save_png(path, img):
-    "Write a grey uint8 image as a PNG (see `_png_bytes`), in one write."
-    _put(path, _png_bytes(img))
-
-
 def _jpeg_bytes(img, quality=95) -> bytes:
     "A grey uint8 image as JPEG bytes (PIL, encoded in memory: the same bytes PIL writes to a file)."
     buf = io.BytesIO()
@@ -1119,18 +1114,9 @@ def _jpeg_bytes(img, quality=95) -> bytes:
 
 
 def _make_dirs(out: Path, rels) -> None:
-    "Create the folders of the files `rels` (paths relative to `out`, '/'-separated), parents first, one mkdir each: no per-file `mkdir(parents=True, exist_ok=True)` with its failed mkdirs and stats."
-    made = set()
-    for rel in rels:
-        parts = rel.split("/")[:-1]
-        for j in range(1, len(parts) + 1):
-            d = "/".join(parts[:j])
-            if d not in made:
-                made.add(d)
-                try:
-                    os.mkdir(out / d)
-                except FileExistsError:       # writing into an existing data set
-                    pass
+    "Create the folders of the files `rels` (relative to `out`), each once: not one `mkdir` per file written."
+    for d in sorted({(out / r).parent for r in rels}):
+        d.mkdir(parents=True, exist_ok=True)
 
 
 def _write_one(args) -> dict:
@@ -1171,9 +1157,10 @@ def make_dataset(out_dir, n: int, seed: int = 0, layout: str = "mimic", size: in
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kw = dict(p_normal=p_normal, p_uncertain=p_uncertain)
-    jobs = [(out, layout, seed, size, i, p, k, kw) for i, (p, k) in enumerate(patient_index(seed, n, layout != "iu"))]
+    studies = list(enumerate(patient_index(seed, n, layout != "iu")))
+    jobs = [(out, layout, seed, size, i, p, k, kw) for i, (p, k) in studies]
     # every folder once, here, before any worker starts (the report of a MIMIC study lies in its image folder's parent)
-    _make_dirs(out, (rel for j in jobs for rel in _ids(layout, seed, dict(index=j[4], patient=j[5], visit=j[6]))["images"]))
+    _make_dirs(out, (r for i, (p, k) in studies for r in _ids(layout, seed, dict(index=i, patient=p, visit=k))["images"]))
     if workers > 1:
         with ProcessPoolExecutor(workers) as ex:
             rows = list(ex.map(_write_one, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
