@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 
 # %% auto #0
-__all__ = ['S2S', 'BI', 'MMM', 'TASK_NAMES', 'IGNORE', 'PRETRAIN_PROBS', 'RRG_PROBS', 'MODES', 'attention_mask',
+__all__ = ['S2S', 'BI', 'MMM', 'TASK_NAMES', 'IGNORE', 'PRETRAIN_PROBS', 'RRG_PROBS', 'MODES', 'MLM_WORDS', 'attention_mask',
            'batch_attention_mask', 'check_probs', 'sample_tasks', 'mask_mlm', 'mask_mmm', 'mesh_word_ids', 'Collator']
 
 # %% ../nbs/03_masks.ipynb #2ad627ce
@@ -117,6 +117,7 @@ def mesh_word_ids(vocab,  # text.Vocab (itos, special ids 0-4)
 
 # %% ../nbs/03_masks.ipynb #83d7f73d
 MODES = {"pretrain": PRETRAIN_PROBS, "rrg": RRG_PROBS, "rd": None}
+MLM_WORDS = ("non_mesh", "all")  # which words MLM may pick: the non-MeSH ones (pre-training) or every word
 
 
 class Collator:
@@ -128,11 +129,15 @@ class Collator:
                  task_probs: Sequence[float] | None = None,  # (s2s, bi, MMM); None: the mode's
                  mlm_prob: float = 0.15,  # share of MLM candidates that are predicted
                  max_len: int = 100,  # words kept per report (the [SEP] comes after)
-                 seed: int = 0):  # seed of the masking generator
+                 seed: int = 0,  # seed of the masking generator
+                 mlm_words: str = "non_mesh"):  # MLM candidates: "non_mesh" (eqs. 3, 4) or "all" (RRG, see below)
         if mode not in MODES:
             raise ValueError(f"Collator: mode={mode!r}; use one of {sorted(MODES)}")
         if not 0 < mlm_prob <= 1 or max_len < 1:
             raise ValueError(f"Collator: mlm_prob={mlm_prob} must be in (0, 1] and max_len={max_len} >= 1")
+        if mlm_words not in MLM_WORDS:
+            raise ValueError(f"Collator: mlm_words={mlm_words!r}; use one of {MLM_WORDS}")
+        self.mlm_words = mlm_words
         self.vocab, self.mode, self.mlm_prob, self.max_len, self.seed = vocab, mode, mlm_prob, max_len, seed
         self.probs = check_probs(task_probs if task_probs is not None else MODES[mode] or (1, 0, 0))
         if mesh_ids is None:
@@ -176,7 +181,8 @@ class Collator:
             if task[b] == MMM:
                 out, tgt = mask_mmm(ids, tg, v.mask_id, self.mesh_ids, g)
             else:
-                out, tgt = mask_mlm(ids, tg, v.mask_id, self.word_ids, g, self.mlm_prob)
+                cand = tg if self.mlm_words == "non_mesh" else torch.zeros_like(tg)  # tag 0 = an MLM candidate
+                out, tgt = mask_mlm(ids, cand, v.mask_id, self.word_ids, g, self.mlm_prob)
             rows.append((out, tgt, tg))
         T = max(len(r[0]) for r in rows)
         text_ids = torch.full((B, T), v.pad_id, dtype=torch.long)

@@ -82,6 +82,8 @@ class ClinicalBertConfig:
     tau: float = 0.01
     mlm_prob: float = 0.15  # pre-training: share of the non-MeSH words MLM predicts (eqs. 3, 4; the paper's 15%)
     rrg_mlm_prob: float = 0.5  # RRG fine-tuning: share the s2s MLM predicts (the paper is silent; see below)
+    rrg_mlm_words: str = "all"  # RRG fine-tuning: words the s2s MLM may pick, "all" or "non_mesh" (see below)
+    rrg_cd: float = 0.0  # RRG fine-tuning: weight of the CD loss (eq. 1) on the film-only rows; 0 = off (see below)
     tie_word_embeddings: bool = True  # LM decoder weight = word embeddings
     word_init: str = "wordpiece_mean"  # word embeddings from a BERT checkpoint, or "random"
     attn_implementation: str = "sdpa"  # transformers attention: "sdpa" or "eager"
@@ -105,6 +107,9 @@ class ClinicalBertConfig:
             if not 0 < getattr(self, k) <= 1:
                 raise ValueError(f"ClinicalBertConfig: {k}={getattr(self, k)!r}; a share of the words in (0, 1]")
         _choice("cd_on", self.cd_on, ("bi", "all", "image"))
+        _choice("rrg_mlm_words", self.rrg_mlm_words, ("all", "non_mesh"))
+        if not self.rrg_cd >= 0:
+            raise ValueError(f"ClinicalBertConfig: rrg_cd={self.rrg_cd!r}; a loss weight >= 0 (0 turns it off)")
         _choice("input_norm", self.input_norm, INPUT_NORMS)
         _choice("imm_regions", self.imm_regions, ("projected", "encoded"))
         _choice("rsa_sparsity", self.rsa_sparsity, SPARSITY)
@@ -189,7 +194,8 @@ class ClinicalBertConfig:
                              intermediate_size=256, max_position_embeddings=128, max_text_len=60,
                              image_size=128, backbone_growth=8, backbone_blocks=(2, 2, 2, 2),
                              backbone_init_features=16, imm_k=4,
-                             input_norm="per_image", hidden_dropout=0.0, attention_dropout=0.0), **kw})
+                             input_norm="per_image", hidden_dropout=0.0, attention_dropout=0.0,
+                             rrg_cd=1.0), **kw})
 
     @classmethod
     def tiny(cls, **kw) -> "ClinicalBertConfig":
@@ -464,6 +470,9 @@ def forward(self: ClinicalBert, batch: dict) -> ClinicalBertOutput:
     out.lm_logits = logits
     if c.mode == "pretrain" and "cd" in c.tasks:  # eq. 1
         losses["cd"], out.cd_logits = self._cd_loss(h, x, batch, R)
+    if c.mode == "rrg" and c.rrg_cd > 0 and batch["labels"].shape[-1] == c.n_labels:  # eq. 1 on the film (rrg_cd)
+        cd, out.cd_logits = self._cd_loss(h, x, batch, R)
+        losses["cd"] = c.rrg_cd * cd
     if c.mode == "pretrain" and "imm" in c.tasks:  # eqs. 5-7
         losses["imm"] = self._imm_loss(h, f, batch, R)
     out.loss = sum(losses.values())  # eq. 8
@@ -483,7 +492,7 @@ def _cd_loss(self: ClinicalBert, h, x, batch, R):
         feats = feats.clone()
         feats[nb] = h2[:, [0, R + 1]]
         rows = torch.ones_like(bi)
-    elif self.config.cd_on == "image":  # s2s / MMM rows: [CLS] and the first [SEP] attend to the source only
+    elif self.config.cd_on == "image" or self.config.mode == "rrg":  # s2s / MMM rows: [CLS], first [SEP] see the source only
         rows = ~bi
     else:
         rows = bi

@@ -126,8 +126,9 @@ def splits(self: Experiment, dataset: str, vocab=None) -> dict:
     "train / val / test of `dataset` (cached per vocabulary); `vocab`: a model folder whose vocabulary to use."
     key = (dataset, str(vocab))
     if key not in self._splits:
+        kw = dict(labels_from_reports=True) if dataset == "iu" else {}  # CheXpert labels for rrg_cd (English reports)
         self._splits[key] = load_splits(self._data_folder(dataset), dataset, self.preset, self.seed, vocab=vocab,
-                                        synth_root=Path(self.runs_dir) / "data")
+                                        synth_root=Path(self.runs_dir) / "data", **kw)
     return self._splits[key]
 
 # %% ../nbs/09c_pipeline.ipynb #17991b49

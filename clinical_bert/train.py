@@ -374,7 +374,11 @@ def finetune_rrg(init,  # a model folder (pretrain's), or None for the no-pre-tr
     cfg = model.config
     _check_data(cfg, splits)
     collator = Collator(vocab, mode="rrg", task_probs=cfg.task_probs, mlm_prob=cfg.mask_prob,  # rrg_mlm_prob
-                        max_len=cfg.max_text_len, seed=train_cfg.seed)
+                        max_len=cfg.max_text_len, seed=train_cfg.seed, mlm_words=cfg.rrg_mlm_words)
+    if cfg.rrg_cd > 0 and len(getattr(splits["train"], "label_names", ())) != cfg.n_labels:
+        print(f"rrg_cd={cfg.rrg_cd}: {getattr(splits['train'], 'source', 'the data')} has no CheXpert label "
+              "columns, so RRG trains without the CD loss (load_splits(..., labels_from_reports=True) labels "
+              "the reports with clinical_bert.labeler)")
     kw = {}
     if metric == "bleu4":
         kw = dict(metric_fn=bleu4_metric(vocab, splits["val"], max_len or cfg.max_text_len),
