@@ -82,6 +82,7 @@ class ClinicalBertConfig:
     tau: float = 0.01
     mlm_prob: float = 0.15  # pre-training: share of the non-MeSH words MLM predicts (eqs. 3, 4; the paper's 15%)
     rrg_mlm_prob: float = 0.5  # RRG fine-tuning: share the s2s MLM predicts (the paper is silent; see below)
+    rrg_mmm: float = RRG_PROBS[2]  # RRG fine-tuning: share of MMM samples, the rest s2s (0.25, DESIGN.md), any tasks
     rrg_mlm_words: str = "all"  # RRG fine-tuning: words the s2s MLM may pick, "all" or "non_mesh" (see below)
     rrg_cd: float = 0.0  # RRG fine-tuning: weight of the CD loss (eq. 1) on the film-only rows; 0 = off (see below)
     tie_word_embeddings: bool = True  # LM decoder weight = word embeddings
@@ -122,8 +123,9 @@ class ClinicalBertConfig:
         if "cd" in self.tasks and self.cd_on == "image" and not {"s2s", "mmm"} & set(self.tasks):
             raise ValueError("ClinicalBertConfig: CD on the image (cd_on='image') reads the s2s-mask samples; "
                              "add 's2s' or 'mmm' to tasks or set cd_on='bi'")
-        if self.mode == "rrg" and "s2s" not in self.tasks:
-            raise ValueError("ClinicalBertConfig: mode='rrg' trains the s2s objective; add 's2s' to tasks")
+        if not 0 <= self.rrg_mmm < 1:
+            raise ValueError(f"ClinicalBertConfig: rrg_mmm={self.rrg_mmm!r}; the share of MMM samples in RRG "
+                             "fine-tuning, in [0, 1) (the rest are s2s; the paper's 0.25)")
         if not {"s2s", "bi", "mmm"} & set(self.tasks) and self.mode == "pretrain":
             raise ValueError(f"ClinicalBertConfig: tasks={self.tasks} has no text task; the batch samples "
                              "s2s / bi / MMM, so enable at least one of them")
@@ -165,7 +167,9 @@ class ClinicalBertConfig:
     @property
     def task_probs(self) -> tuple:
         "(s2s, bi, MMM) sampling probabilities for `masks.Collator` in this mode with these tasks."
-        base = {"pretrain": PRETRAIN_PROBS, "rrg": RRG_PROBS, "rd": (1.0, 0.0, 0.0)}[self.mode]
+        if self.mode == "rrg":  # the same fine-tuning whatever the pre-training tasks (Table 4 compares pre-trainings)
+            return (1.0 - self.rrg_mmm, 0.0, self.rrg_mmm)
+        base = {"pretrain": PRETRAIN_PROBS, "rd": (1.0, 0.0, 0.0)}[self.mode]
         p = [x if n in self.tasks or self.mode == "rd" else 0.0 for x, n in zip(base, TASK_NAMES)]
         return tuple(x / sum(p) for x in p)
 
@@ -179,8 +183,9 @@ class ClinicalBertConfig:
         "The text objectives this mode trains."
         if self.mode == "rd":
             return ()
-        keep = ("s2s", "mmm") if self.mode == "rrg" else TASK_NAMES
-        return tuple(t for t in TASK_NAMES if t in self.tasks and t in keep)
+        if self.mode == "rrg":
+            return ("s2s", "mmm") if self.rrg_mmm > 0 else ("s2s",)
+        return tuple(t for t in TASK_NAMES if t in self.tasks)
 
     @classmethod
     def paper(cls, **kw) -> "ClinicalBertConfig":
