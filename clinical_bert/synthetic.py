@@ -26,10 +26,11 @@ from . import labeler
 # %% auto #0
 __all__ = ['F32', 'LOBES', 'SEV', 'PREVALENCE', 'SIDES', 'CHEXPERT_LABELS', 'EC', 'CM', 'LO', 'LL', 'ED', 'CO', 'PN', 'AT', 'PX',
            'PE', 'PO', 'FR', 'SD', 'POS', 'NEG', 'UNC', 'NTH', 'ADV', 'UNCERTAIN_OK', 'SENTENCES', 'NIH_LABELS',
-           'NIH_FROM', 'NIH_NOT_PRODUCED', 'LAYOUTS', 'INDICATIONS', 'SYNTH_VERSION', 'MIMIC_CHEXPERT_COLUMNS',
-           'FINDINGS', 'sample_patient', 'sample_view', 'Frame', 'sample_findings', 'render', 'lat_at', 'dia_at',
-           'Writer', 'write_report', 'nih_labels', 'patient_index', 'make_study', 'save_masks', 'mask_path',
-           'load_masks', 'mimic_report', 'make_dataset', 'main', 'finding_matrix', 'global_stats']
+           'NIH_FROM', 'NIH_NOT_PRODUCED', 'LAYOUTS', 'INDICATIONS', 'SYNTH_VERSION', 'LAYOUT_STREAM',
+           'MIMIC_CHEXPERT_COLUMNS', 'FINDINGS', 'sample_patient', 'sample_view', 'Frame', 'sample_findings', 'render',
+           'lat_at', 'dia_at', 'Writer', 'write_report', 'nih_labels', 'patient_index', 'make_study', 'save_masks',
+           'mask_path', 'load_masks', 'mimic_report', 'study_seed', 'make_dataset', 'main', 'finding_matrix',
+           'global_stats']
 
 # %% ../nbs/02a_synthetic.ipynb #fdb70310
 F32 = np.float32
@@ -1139,7 +1140,14 @@ def _write_one(args) -> dict:
     return _json_safe(row)
 
 # %% ../nbs/02a_synthetic.ipynb #532783b0
-SYNTH_VERSION = 2  # bump when the films, masks or reports change: runs/ keys its cached benchmark and models by it
+SYNTH_VERSION = 3  # bump when the films, masks or reports change: runs/ keys its cached benchmark and models by it
+LAYOUT_STREAM = {"mimic": 0, "iu": 1, "nih": 2}  # v3: each layout draws its own studies (v2 drew the same ones)
+
+
+def study_seed(seed: int, layout: str) -> int:
+    "The seed `layout`'s studies are drawn from: MIMIC-CXR keeps `seed`, IU X-Ray and NIH are offset by 2^32 steps."
+    return seed + (LAYOUT_STREAM[layout] << 32)  # data sets made with one seed share no study, as real ones share no patient
+
 MIMIC_CHEXPERT_COLUMNS = sorted(CHEXPERT_LABELS)   # the official CSV lists the 14 labels alphabetically
 
 
@@ -1157,6 +1165,7 @@ def make_dataset(out_dir, n: int, seed: int = 0, layout: str = "mimic", size: in
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kw = dict(p_normal=p_normal, p_uncertain=p_uncertain)
+    seed = study_seed(seed, layout)  # no study in two layouts: pre-training on one and testing on another stays fair
     studies = list(enumerate(patient_index(seed, n, layout != "iu")))
     jobs = [(out, layout, seed, size, i, p, k, kw) for i, (p, k) in studies]
     # every folder once, here, before any worker starts (the report of a MIMIC study lies in its image folder's parent)
