@@ -489,7 +489,8 @@ def _cd_loss(self: ClinicalBert, h, x, batch, R):
     task, labels = batch["task"], batch["labels"]
     bi = task == BI
     feats = h[:, [0, R + 1]]  # E_[CLS], E_[SEP] (first)
-    if self.config.cd_on == "all" and (~bi).any():  # one extra bidirectional pass for the others
+    film_only = self.config.cd_on == "image" or self.config.mode == "rrg"  # RRG's CD never reads the report
+    if self.config.cd_on == "all" and not film_only and (~bi).any():  # one extra bidirectional pass for the others
         nb = ~bi
         pos, seg = self.layout(R, 0, x.shape[1], int(nb.sum()), x.device)
         mask = batch_attention_mask(torch.full_like(task[nb], BI), R + 2, batch["text_valid"][nb])
@@ -497,7 +498,7 @@ def _cd_loss(self: ClinicalBert, h, x, batch, R):
         feats = feats.clone()
         feats[nb] = h2[:, [0, R + 1]]
         rows = torch.ones_like(bi)
-    elif self.config.cd_on == "image" or self.config.mode == "rrg":  # s2s / MMM rows: [CLS], first [SEP] see the source only
+    elif film_only:  # s2s / MMM rows: [CLS] and the first [SEP] see the source only
         rows = ~bi
     else:
         rows = bi
