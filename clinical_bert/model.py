@@ -20,7 +20,7 @@ from safetensors.torch import load_model, save_model
 from transformers import BertConfig, BertModel
 
 from .imm import IMM_LOSSES, SPARSITY, imm_loss
-from .masks import BI, IGNORE, MMM, PRETRAIN_PROBS, RRG_PROBS, TASK_NAMES, batch_attention_mask
+from .masks import BI, IGNORE, MLM_WORDS, MMM, PRETRAIN_PROBS, RRG_PROBS, TASK_NAMES, batch_attention_mask
 
 # %% auto #0
 __all__ = ['TASKS', 'MODES', 'INPUT_NORMS', 'DENSENET121', 'ABLATIONS', 'ABLATION_LABELS', 'ClinicalBertConfig',
@@ -108,7 +108,7 @@ class ClinicalBertConfig:
             if not 0 < getattr(self, k) <= 1:
                 raise ValueError(f"ClinicalBertConfig: {k}={getattr(self, k)!r}; a share of the words in (0, 1]")
         _choice("cd_on", self.cd_on, ("bi", "all", "image"))
-        _choice("rrg_mlm_words", self.rrg_mlm_words, ("all", "non_mesh"))
+        _choice("rrg_mlm_words", self.rrg_mlm_words, MLM_WORDS)
         if not self.rrg_cd >= 0:
             raise ValueError(f"ClinicalBertConfig: rrg_cd={self.rrg_cd!r}; a loss weight >= 0 (0 turns it off)")
         _choice("input_norm", self.input_norm, INPUT_NORMS)

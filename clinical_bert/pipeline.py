@@ -126,7 +126,8 @@ def splits(self: Experiment, dataset: str, vocab=None) -> dict:
     "train / val / test of `dataset` (cached per vocabulary); `vocab`: a model folder whose vocabulary to use."
     key = (dataset, str(vocab))
     if key not in self._splits:
-        kw = dict(labels_from_reports=True) if dataset == "iu" else {}  # CheXpert labels for rrg_cd (English reports)
+        label = dataset == "iu" and self.model_config().rrg_cd > 0  # CheXpert labels for RRG's CD (English reports)
+        kw = dict(labels_from_reports=True) if label else {}
         self._splits[key] = load_splits(self._data_folder(dataset), dataset, self.preset, self.seed, vocab=vocab,
                                         synth_root=Path(self.runs_dir) / "data", **kw)
     return self._splits[key]
