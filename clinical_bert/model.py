@@ -200,7 +200,7 @@ class ClinicalBertConfig:
                              image_size=128, backbone_growth=8, backbone_blocks=(2, 2, 2, 2),
                              backbone_init_features=16, imm_k=4,
                              input_norm="per_image", hidden_dropout=0.0, attention_dropout=0.0,
-                             rrg_cd=1.0), **kw})
+                             mlm_prob=0.5, cd_on="image", rrg_cd=1.0), **kw})
 
     @classmethod
     def tiny(cls, **kw) -> "ClinicalBertConfig":

@@ -56,7 +56,7 @@ RUN_SIZES = {  # preset -> run budget (see the table above)
     "small": dict(
         n_samples={"mimic": 2250, "iu": 1000, "nih": 3000},
         synth_size=resize_for(128), image_size=128,
-        epochs={"pretrain": 3, "rrg": 5, "rrg_mimic": 6, "rd": 8, "k_sweep": 1, "k_sweep_rrg": 3},  # rrg_<data set>: its own
+        epochs={"pretrain": 9, "rrg": 10, "rrg_mimic": 6, "rd": 12, "k_sweep": 1, "k_sweep_rrg": 3},  # rrg_<data set>: its own
         batch_size={"pretrain": 8, "rrg": 8, "rd": 32},  # pre-training: 4x the optimizer steps of batch 32 for 1.3x the time
         accum_steps={"pretrain": 1, "rrg": 1, "rd": 1},
         lr={"pretrain": 2e-3, "rrg": 2e-3, "rd": 1e-3},
