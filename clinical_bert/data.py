@@ -11,6 +11,7 @@ import logging
 import os
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,12 +29,12 @@ from .text import Vocab, clean_report
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'IMAGENET_MEAN', 'IMAGENET_STD', 'NIH_LABELS', 'FINDINGS_HEADINGS', 'IMPRESSION_HEADINGS', 'MIMIC_FILES',
-           'NIH_ENTRY_FILES', 'DataError', 'ImageDecodeError', 'dicom_to_uint8', 'load_image', 'resize_for',
-           'GreyToRGBNormalize', 'image_transform', 'ImageCache', 'read_table', 'check_unique', 'parse_labels',
-           'canonical_split', 'RadiographDataset', 'collate_items', 'skip_none_collate', 'mimic_sections',
-           'mimic_report', 'find_file', 'MimicCxrDataset', 'AnnotationDataset', 'IuXrayDataset', 'nih_labels',
-           'NihChestXrayDataset', 'CovCtrDataset']
+__all__ = ['logger', 'DATASET_SPECS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'NIH_LABELS', 'FINDINGS_HEADINGS', 'IMPRESSION_HEADINGS',
+           'MIMIC_FILES', 'NIH_ENTRY_FILES', 'DataError', 'ImageDecodeError', 'DatasetSpec', 'dataset_spec',
+           'dicom_to_uint8', 'load_image', 'resize_for', 'GreyToRGBNormalize', 'image_transform', 'ImageCache',
+           'read_table', 'check_unique', 'parse_labels', 'canonical_split', 'RadiographDataset', 'collate_items',
+           'skip_none_collate', 'mimic_sections', 'mimic_report', 'find_file', 'MimicCxrDataset', 'AnnotationDataset',
+           'IuXrayDataset', 'nih_labels', 'NihChestXrayDataset', 'CovCtrDataset']
 
 # %% ../nbs/02_data.ipynb #a3cac2e4
 class DataError(ValueError):
@@ -46,6 +47,30 @@ class ImageDecodeError(OSError):
     def __init__(self, path, reason: str):
         self.path, self.reason = Path(path), reason  # reason: "missing image" or "corrupt image"
         super().__init__(f"{path}: {reason}")
+
+# %% ../nbs/02_data.ipynb #921a3984
+@dataclass(frozen=True)
+class DatasetSpec:
+    "What the paper fixes for one data set."
+    name: str  # how tables name it
+    max_len: int | None  # words per report: decoding length and truncation (None: no reports)
+    lang: str = "en"  # "en" (words) or "zh" (Jieba)
+    n_views: int = 1  # films per sample
+
+
+DATASET_SPECS = {  # data set key -> its spec (paper, Implementation Details)
+    "mimic": DatasetSpec("MIMIC-CXR", 100),
+    "iu": DatasetSpec("IU X-Ray", 60, n_views=2),
+    "covctr": DatasetSpec("COV-CTR", 80, lang="zh"),
+    "nih": DatasetSpec("NIH ChestX-ray14", None),  # diagnosis only
+}
+
+
+def dataset_spec(key: str) -> DatasetSpec:
+    "The spec of data set `key` (mimic, iu, covctr, nih); a clear error for any other name."
+    if key not in DATASET_SPECS:
+        raise DataError(f"unknown data set {key!r}; use one of {tuple(DATASET_SPECS)}")
+    return DATASET_SPECS[key]
 
 # %% ../nbs/02_data.ipynb #e4488946
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, RuntimeError, KeyError, AttributeError)
