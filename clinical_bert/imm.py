@@ -9,11 +9,13 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['SPARSITY', 'IMM_LOSSES', 'EPS', 'check_imm_args', 'sparsify', 'rsa', 'wsa', 'imm_score', 'imm_scores', 'imm_loss']
+__all__ = ['SPARSITY', 'IMM_LOSSES', 'SCORES', 'EPS', 'check_imm_args', 'check_score', 'sparsify', 'rsa', 'wsa', 'imm_score',
+           'imm_scores', 'imm_loss']
 
 # %% ../nbs/04_imm.ipynb #44e43210
 SPARSITY = ("literal", "renormalize", "none")  # rsa_sparsity choices
-IMM_LOSSES = ("contrastive", "literal")  # imm_loss choices
+IMM_LOSSES = ("contrastive", "literal", "contrastive_eq7")  # imm_loss choices
+SCORES = ("eq7", "weighted")  # S of eq. 7, or the length-invariant S° of the contrastive loss
 EPS = 1e-8  # guards the norms in cosines
 
 
@@ -24,6 +26,12 @@ def check_imm_args(k: int, sparsity: str) -> None:
                          "(the paper uses 12)")
     if sparsity not in SPARSITY:
         raise ValueError(f"IMM: rsa_sparsity={sparsity!r}; use one of {SPARSITY}")
+
+
+def check_score(score: str) -> None:
+    "Raise a ValueError for a score name not in SCORES."
+    if score not in SCORES:
+        raise ValueError(f"IMM: score={score!r}; use one of {SCORES}")
 
 # %% ../nbs/04_imm.ipynb #b12bdd49
 def sparsify(a: torch.Tensor,  # (..., R) attention weights alpha over regions
@@ -70,14 +78,29 @@ def _soft_max(s: torch.Tensor, word_mask: torch.Tensor, rho2: float) -> torch.Te
     return torch.logsumexp((rho2 * s).masked_fill(~word_mask, float("-inf")), -1) / rho2
 
 
+def _weighted_soft_max(cos: torch.Tensor,  # (..., L) cos(e_l, v_l)
+                       tags: torch.Tensor, word_mask: torch.Tensor,  # (..., L) each, broadcast against cos
+                       rho2: float) -> torch.Tensor:
+    "S° = (1/rho2) log sum over the words of beta_l exp(rho2 cos_l), the length-invariant score (below)."
+    if not word_mask.any(-1).all():
+        raise ValueError("IMM: a report has no words (word_mask all False); drop it before imm_score")
+    log_beta = torch.log_softmax(tags.float().masked_fill(~word_mask, float("-inf")), -1)
+    return torch.logsumexp((rho2 * cos + log_beta).masked_fill(~word_mask, float("-inf")), -1) / rho2
+
+
 def imm_score(e: torch.Tensor,  # (B, L, D) word features of the reports
               f: torch.Tensor,  # (B, R, D) region features of the images
               tags: torch.Tensor,  # (B, L) MeSH tags
               word_mask: torch.Tensor,  # (B, L) bool, the report's words
               k: int = 12, rho1: float = 4.0, rho2: float = 4.0,
-              sparsity: str = "literal") -> torch.Tensor:
+              sparsity: str = "literal",
+              score: str = "eq7",  # "eq7" (S) or "weighted" (the length-invariant S°)
+              ) -> torch.Tensor:
     "Matching score S(X_b, Y_b) (B,) of each image with its own report (eqs. 5-7)."
+    check_score(score)
     v, _ = rsa(e, f, k, rho1, sparsity)
+    if score == "weighted":
+        return _weighted_soft_max(F.cosine_similarity(e, v, dim=-1, eps=EPS), tags, word_mask, rho2)
     return _soft_max(wsa(e, v, tags, word_mask), word_mask, rho2)
 
 # %% ../nbs/04_imm.ipynb #cb5498c7
@@ -85,8 +108,11 @@ def imm_scores(e: torch.Tensor,  # (Bt, L, D) word features of Bt reports
                f: torch.Tensor,  # (Bi, R, D) region features of Bi images
                tags: torch.Tensor, word_mask: torch.Tensor,  # (Bt, L) each
                k: int = 12, rho1: float = 4.0, rho2: float = 4.0,
-               sparsity: str = "literal") -> torch.Tensor:
+               sparsity: str = "literal",
+               score: str = "eq7",  # "eq7" (S) or "weighted" (the length-invariant S°)
+               ) -> torch.Tensor:
     "Score matrix S (Bi, Bt), S[i, j] = S(X_i, Y_j), without materialising v."
+    check_score(score)
     e_hat = F.normalize(e, dim=-1, eps=EPS)
     dots = torch.einsum("tld,ird->itlr", e_hat, f)  # e_hat_l . f_i, (Bi, Bt, L, R)
     f_norm = f.norm(dim=-1).clamp_min(EPS)  # (Bi, R)
@@ -95,6 +121,8 @@ def imm_scores(e: torch.Tensor,  # (Bt, L, D) word features of Bt reports
     gram = f @ f.transpose(1, 2)  # (Bi, R, R)
     v_sq = (torch.einsum("itlr,irs->itls", alpha, gram) * alpha).sum(-1)  # |v_l|^2
     cos = num / v_sq.clamp_min(0).sqrt().clamp_min(EPS)  # (Bi, Bt, L)
+    if score == "weighted":
+        return _weighted_soft_max(cos, tags, word_mask, rho2)
     beta = torch.softmax(tags.float().masked_fill(~word_mask, float("-inf")), -1)  # (Bt, L)
     s = (beta * cos).masked_fill(~word_mask, 0.0)
     return _soft_max(s, word_mask.expand_as(s), rho2)
@@ -106,7 +134,7 @@ def imm_loss(e: torch.Tensor,  # (B, L, D) word features of the reports
              k: int = 12, rho1: float = 4.0, rho2: float = 4.0,
              tau: float = 0.01,  # temperature of eq. 7
              sparsity: str = "literal",  # rsa_sparsity
-             kind: str = "contrastive",  # "contrastive" (symmetric InfoNCE) or "literal" (-mean S/tau)
+             kind: str = "contrastive",  # "contrastive" (InfoNCE over S°), "contrastive_eq7" (over S) or "literal" (-mean S/tau)
              ) -> torch.Tensor:
     "IMM loss over the B matching pairs of a batch (eq. 7)."
     if kind not in IMM_LOSSES:
@@ -115,6 +143,7 @@ def imm_loss(e: torch.Tensor,  # (B, L, D) word features of the reports
         raise ValueError(f"IMM: tau={tau}; the temperature must be > 0 (the paper uses 0.01)")
     if kind == "literal":
         return -(imm_score(e, f, tags, word_mask, k, rho1, rho2, sparsity) / tau).mean()
-    logits = imm_scores(e, f, tags, word_mask, k, rho1, rho2, sparsity) / tau  # (B images, B reports)
+    score = "weighted" if kind == "contrastive" else "eq7"
+    logits = imm_scores(e, f, tags, word_mask, k, rho1, rho2, sparsity, score) / tau  # (B images, B reports)
     target = torch.arange(len(e), device=e.device)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
