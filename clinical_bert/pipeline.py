@@ -17,32 +17,74 @@ import numpy as np
 from fastcore.basics import patch
 import pandas as pd
 
-from .data import DataError
+from .data import DATASET_SPECS, DataError, dataset_spec
 from .model import ABLATION_LABELS, ABLATIONS, ClinicalBertConfig
 from .synthetic import SYNTH_VERSION
 from .train import (finetune_rd, finetune_rrg, load_splits, pretrain, recipe_key, run_size,
                                  shipped_bert, train_config)
 
 # %% auto #0
-__all__ = ['VARIANTS', 'FULL', 'PAPER_K', 'DATASET_NAMES', 'paper_numbers', 'paper_column', 'Experiment', 'k_values']
+__all__ = ['OURS', 'COMPARISON_TABLES', 'VARIANTS', 'FULL', 'PAPER_K', 'DATASET_NAMES', 'paper_numbers', 'paper_column',
+           'paper_baselines', 'paper_columns', 'paper_rows', 'Experiment', 'k_values']
 
 # %% ../nbs/09c_pipeline.ipynb #17e3f67e
+OURS = "Clinical-BERT"  # the paper's "Ours" rows
+
+
 def paper_numbers() -> pd.DataFrame:
-    "The paper's numbers: columns table, dataset, method, metric, value (NaN: not transcribed)."
+    "The paper's numbers: columns table, dataset, method, metric, value, source."
     path = resources.files("clinical_bert") / "assets" / "paper_numbers.csv"
     df = pd.read_csv(path, comment="#", dtype={"table": str})
-    need = {"table", "dataset", "method", "metric", "value"}
+    need = {"table", "dataset", "method", "metric", "value", "source"}
     if not need <= set(df.columns):
         raise DataError(f"{path}: columns {sorted(need - set(df.columns))} missing; the file has {list(df.columns)}")
     return df
 
 
 def paper_column(table: str, dataset: str, method: str, metrics) -> list:
-    "The paper's value per metric of one row (NaN where not transcribed)."
+    "The paper's value per metric of one row (NaN where the paper has no number)."
     df = paper_numbers()
     sel = df[(df["table"] == str(table)) & (df["dataset"] == dataset) & (df["method"] == method)]
     got = dict(zip(sel["metric"], sel["value"]))
     return [float(got.get(m, math.nan)) for m in metrics]
+
+# %% ../nbs/09c_pipeline.ipynb #7c95923a
+COMPARISON_TABLES = ("1", "2", "3")  # tables of the paper that compare with other methods (4 and 5 vary ours)
+
+
+def paper_baselines(table: str, dataset: str, metrics) -> list[str]:
+    "The strongest baselines of a paper table on `metrics`: best on most of them, then one per metric it lacks."
+    df = paper_numbers()
+    sel = df[(df["table"] == str(table)) & (df["dataset"] == dataset) & (df["method"] != OURS)
+             & df["metric"].isin(list(metrics))]
+    if str(table) not in COMPARISON_TABLES or sel.empty:
+        return []
+    order = list(dict.fromkeys(sel["method"]))  # the paper's row order
+    wide = sel.pivot(index="method", columns="metric", values="value")
+    best = {k: list(wide.index[wide[k] == wide[k].max()]) for k in wide.columns}  # every score: higher is better
+    wins = Counter(m for ms in best.values() for m in ms)
+    out = [max(order, key=lambda m: (wins[m], order.index(m)))]
+    for k in [k for k in metrics if k in best]:
+        if not any(pd.notna(wide.at[m, k]) for m in out):
+            out.append(max(best[k], key=order.index))
+    return out
+
+
+def paper_columns(table: str, dataset: str, metrics) -> dict:
+    "Columns `paper: <method>` (Clinical-BERT, then its strongest baselines) for a table with a row per metric."
+    return {f"paper: {m}": paper_column(table, dataset, m, metrics)
+            for m in [OURS, *paper_baselines(table, dataset, metrics)]}
+
+# %% ../nbs/09c_pipeline.ipynb #94f131ec
+def paper_rows(table: str, dataset: str, methods, metrics) -> dict:
+    "Columns `paper (<data set>): <metric>` for a table with a row per method; only metrics the paper reports."
+    df = paper_numbers()
+    df = df[(df["table"] == str(table)) & (df["dataset"] == dataset)]
+    if df.empty:
+        raise DataError(f"paper_numbers.csv: no rows for table {table}, data set {dataset!r}")
+    name = DATASET_SPECS[dataset].name
+    return {f"paper ({name}): {k}": [paper_column(table, dataset, m, [k])[0] for m in methods]
+            for k in metrics if k in set(df["metric"])}
 
 # %% ../nbs/09c_pipeline.ipynb #70c8fee8
 VARIANTS = tuple(ABLATIONS)  # Table 4 rows: baseline, cd, cd_mmm, cd_mmm_imm_dense, cd_mmm_imm
@@ -98,7 +140,7 @@ class Experiment:
         return f"{what}, preset {self.preset}, seed {self.seed}"
 
 # %% ../nbs/09c_pipeline.ipynb #1a91426f
-DATASET_NAMES = {"mimic": "MIMIC-CXR", "iu": "IU X-Ray", "nih": "NIH ChestX-ray14", "covctr": "COV-CTR"}
+DATASET_NAMES = {k: s.name for k, s in DATASET_SPECS.items()}  # data set key -> how tables name it
 
 
 @patch
@@ -195,13 +237,22 @@ def rd_model(self: Experiment, init: str | None = FULL, tag: str | None = None) 
 
 # %% ../nbs/09c_pipeline.ipynb #ba436f64
 @patch
+def decode_len(self: Experiment, dataset: str) -> int:
+    "Words decoded on `dataset`: the paper's length, capped by the run size's max_len except for `paper`."
+    n = dataset_spec(dataset).max_len
+    if n is None:
+        raise DataError(f"{dataset}: a diagnosis data set has no reports to decode; use mimic, iu or covctr")
+    return n if self.preset == "paper" else min(n, self.size["max_len"])
+
+
+@patch
 def evaluate_rrg(self: Experiment, model_dir: Path, dataset: str, tag: str, meteor: bool = True) -> dict:
     "NLG + CE scores of `model_dir` on the test split of `dataset` (files under runs/<exp>/<tag>/)."
     from clinical_bert import evaluate
 
     test = self.splits(dataset, vocab=model_dir)["test"]
     return evaluate.evaluate_rrg(model_dir, test, self.run_dir / tag, beam_size=self.size["beam_size"],
-                                 max_len=self.size["max_len"], meteor=meteor,
+                                 max_len=self.decode_len(dataset), meteor=meteor,
                                  device=None if self.device == "auto" else self.device)
 
 
@@ -240,8 +291,9 @@ def write_table(self: Experiment, df: pd.DataFrame, name: str, caption: str) -> 
     md += ["| " + " | ".join([df.index.name or ""] + cols) + " |", "|" + "---|" * (len(cols) + 1)]
     md += ["| " + " | ".join([str(i)] + [_fmt(v) for v in row]) + " |" for i, row in zip(df.index, df.to_numpy(object))]
     if any("paper" in c for c in cols):
-        md += ["", "Columns marked *paper* are the paper's numbers on the real data set, each with its source in "
-               "clinical_bert/assets/paper_numbers.csv (n/a: not transcribed); the other columns are this run."]
+        md += ["", "Columns marked *paper* are the paper's numbers on the real data sets (the source of each, a table "
+               "of the paper or its text, is in clinical_bert/assets/paper_numbers.csv; n/a: the paper has no "
+               "number there); the other columns are this run."]
     path = self.fig_dir / f"{name}.md"
     path.write_text("\n".join(md) + "\n")
     df.to_csv(self.fig_dir / f"{name}.csv")

@@ -3,19 +3,48 @@ metrics, tables and figures it promises.
 
 The notebooks run in their reproduce order into one temporary runs/ and figures/ folder, so
 later notebooks reuse the models of earlier ones, as `clinical-bert reproduce` does. Numbers at
-tiny size mean nothing; the checks are about keys, ranges and files.
+tiny size mean nothing; the checks are about keys, ranges, files and the paper's columns.
+The paper's numbers (clinical_bert/assets/paper_numbers.csv) and the decoding length per data set
+are checked here too, without running a notebook.
 """
 import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from clinical_bert.pipeline import Experiment, paper_numbers
 from clinical_bert.reproduce import RunSpec, exp_name, experiment_notebooks, run_notebook
+from clinical_bert.train import RUN_SIZES
 
 NOTEBOOKS = experiment_notebooks()
 VARIANTS = ["baseline", "cd", "cd_mmm", "cd_mmm_imm_dense", "cd_mmm_imm"]
 NLG = ["BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr"]
+CE = ["ce_micro_precision", "ce_micro_recall", "ce_micro_f1"]
+ABLATION = ["Baseline", "+CD", "+CD+MMM", "+CD+MMM+IMM (w/o sparsity)", "+CD+MMM+IMM"]
+
+# Rows of paper_numbers.csv per (table, data set, method): one per number the paper prints; "-" is no row.
+PAPER_ROWS = {
+    ("1", "iu", "R2Gen"): 5, ("1", "iu", "CMN"): 5, ("1", "iu", "KERP"): 6, ("1", "iu", "PPKED"): 6,
+    ("1", "iu", "Clinical-BERT"): 6 + 3,  # + clinical efficacy from the text
+    ("1", "covctr", "ST"): 6, ("1", "covctr", "COATT"): 6, ("1", "covctr", "ASGK"): 6,
+    ("1", "covctr", "Clinical-BERT"): 6 + 1,  # + the COVID-19 AUC from the text
+    ("2", "mimic", "TOPDOWN"): 9, ("2", "mimic", "R2Gen"): 9, ("2", "mimic", "CMN"): 9, ("2", "mimic", "PPKED"): 6,
+    ("2", "mimic", "Clinical-BERT"): 9,
+    **{("3", "nih", m): 15 for m in ("CheXNet", "WS", "DME", "Clinical-BERT")},  # 14 pathologies + mean
+    **{("4", d, m): 7 for d in ("iu", "mimic") for m in ABLATION},
+    **{("5", "mimic", f"K={k}"): 4 for k in (6, 8, 12, 16, 20, 24)},
+}
+# Cells read off the paper by hand: (table, data set, method, metric) -> value.
+PAPER_CELLS = {
+    ("3", "nih", "Clinical-BERT", "auc_mean"): 0.8450, ("3", "nih", "DME", "auc/Pleural_Thickening"): 0.8036,
+    ("2", "mimic", "Clinical-BERT", "ce_micro_f1"): 0.415, ("2", "mimic", "CMN", "ce_micro_precision"): 0.334,
+    ("5", "mimic", "K=12", "BLEU_1"): 0.383, ("5", "mimic", "K=24", "ROUGE_L"): 0.270,
+    ("4", "mimic", "+CD", "BLEU_1"): 0.359, ("4", "iu", "+CD+MMM+IMM (w/o sparsity)", "CIDEr"): 0.402,
+    ("1", "iu", "PPKED", "CIDEr"): 0.351, ("1", "covctr", "Clinical-BERT", "CIDEr"): 1.218,
+    ("1", "iu", "Clinical-BERT", "ce_micro_recall"): 0.4279, ("1", "covctr", "Clinical-BERT", "auc/COVID-19"): 0.9472,
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,25 +66,64 @@ CHECKS = {
     "pretrain": lambda m: set(m["variants"]) == set(VARIANTS)
     and all(0 < m["variants"][v]["valid loss (best)"] < 100 for v in VARIANTS),
     "table1_rrg": lambda m: set(m["iu"]) == {"Clinical-BERT", "no pre-training", "most common report"}
-    and all(_nlg_ok(s) for s in m["iu"].values()) and "covctr" not in m,
+    and all(_nlg_ok(s) and all(s[k] is not None and _unit(s[k]) for k in CE) for s in m["iu"].values())
+    and "covctr" not in m,
     "table2_mimic": lambda m: all(_nlg_ok(s) and _unit(s["ce_micro_f1"]) and _unit(s["ce_macro_f1"]) for s in m.values()
                                   if isinstance(s, dict) and "BLEU_4" in s) and "most common report" in m,
     "table3_rd": lambda m: all(_unit(m[k]["auc_mean"]) and len([x for x in m[k] if x.startswith("auc/")]) == 14
                                for k in ("Clinical-BERT", "Clinical-BERT, after MIMIC-CXR RRG", "no pre-training")),
     "table4_ablation": lambda m: all(_nlg_ok(m[v]) and _unit(m[v]["ce_micro_f1"]) for v in VARIANTS),
     "table5_k": lambda m: m["n_regions"] == 4 and len(m["k"]) >= 2 and all(_nlg_ok(s) for s in m["k"].values()),
-    "fig5_reports": lambda m: m["n_examples"] >= 1 and m["mesh_hit"] >= 0 and m["mesh_miss"] >= 0
-    and _unit(m["mesh_hit_rate"]),
+    "fig5_reports": lambda m: m["n_examples"] >= 1 and (
+        m["mesh_hit_rate"] is None if m["mesh_hit"] + m["mesh_miss"] == 0
+        else math.isclose(m["mesh_hit_rate"], m["mesh_hit"] / (m["mesh_hit"] + m["mesh_miss"]))),
     "fig6_attention": lambda m: m["n_studies"] >= 1 and all(_unit(v) for r in m["scores"].values() for v in r.values()),
     "fig7_lengths": lambda m: {"reference", "Baseline", "+CD+MMM+IMM"} <= set(m)
-    and all(m[k]["mean words"] >= 0 for k in m if not k.startswith("_")),
-    "gradcam": lambda m: m["n_films"] >= 0 and all(_unit(v) for r in m.get("scores", {}).values() for v in r.values()),
+    and m["reference"]["mean words"] > 0  # generated reports are at most the decoding length (tiny: 20 words)
+    and all(m[k]["mean words"] <= RUN_SIZES["tiny"]["max_len"] for k in m if not k.startswith("_") and k != "reference"),
+    "gradcam": lambda m: (m["n_films"] > 0) == bool(m.get("scores"))  # a score table exactly when films were scored
+    and all(_unit(v) for r in m.get("scores", {}).values() for v in r.values()),
 }
 FIGURES = {"pretrain": ["loss_curves.png", "losses.md"], "table1_rrg": ["table1_iu.md", "table1_iu.csv"],
            "table2_mimic": ["table2_mimic.md", "ce_per_observation.md"], "table3_rd": ["table3_nih_auc.md"],
            "table4_ablation": ["table4_ablation.md"], "table5_k": ["table5_k.md"],
            "fig5_reports": ["fig5_reports.html", "fig5_reports.png"], "fig6_attention": ["fig6_scores.md"],
            "fig7_lengths": ["fig7_lengths.png", "fig7_lengths.md"], "gradcam": []}
+# Paper columns each table must have, filled (no n/a) in the rows named, or in every row (None).
+PAPER_COLUMNS = {
+    "table1_rrg": ("table1_iu.csv", {"paper: Clinical-BERT": NLG[:4] + ["ROUGE_L", "CIDEr"] + CE,
+                                     "paper: PPKED": NLG[:4] + ["ROUGE_L", "CIDEr"]}),
+    "table2_mimic": ("table2_mimic.csv", {"paper: Clinical-BERT": NLG[:6] + CE, "paper: PPKED": NLG[:6],
+                                          "paper: CMN": NLG[:6] + CE}),
+    "table3_rd": ("table3_nih_auc.csv", {"paper: Clinical-BERT": None, "paper: DME": None}),
+    "table4_ablation": ("table4_ablation.csv", {f"paper (IU X-Ray): {k}": None for k in NLG}),
+    "table5_k": ("table5_k.csv", {f"paper (MIMIC-CXR): {k}": None for k in ("BLEU_1", "BLEU_2", "METEOR", "ROUGE_L")}),
+}
+
+
+def test_paper_numbers_cover_every_table():
+    p = paper_numbers()
+    got = p.groupby(["table", "dataset", "method"]).size().to_dict()
+    assert got == PAPER_ROWS, {k: (got.get(k), PAPER_ROWS.get(k)) for k in set(got) | set(PAPER_ROWS)
+                               if got.get(k) != PAPER_ROWS.get(k)}
+    assert p["value"].notna().all(), p[p["value"].isna()]
+    assert p["source"].str.fullmatch(r"paper, (Table [1-5]|text \(Results on Downstream Tasks\))").all(), \
+        p[~p["source"].str.startswith("paper, ")]
+    assert (p["source"].str.startswith("paper, Table") == (p["source"] == "paper, Table " + p["table"])).all()
+    assert not p.duplicated(["table", "dataset", "method", "metric"]).any()
+    cells = p.set_index(["table", "dataset", "method", "metric"])["value"]
+    for key, v in PAPER_CELLS.items():
+        assert math.isclose(cells[key], v), (key, cells[key], v)
+
+
+def test_decode_len_per_dataset(tmp_path):
+    paper = Experiment("x", "paper", runs_dir=tmp_path, figures_dir=tmp_path)
+    assert [paper.decode_len(d) for d in ("iu", "covctr", "mimic")] == [60, 80, 100]
+    tiny = Experiment("x", "tiny", runs_dir=tmp_path, figures_dir=tmp_path)
+    assert [tiny.decode_len(d) for d in ("iu", "covctr", "mimic")] == [RUN_SIZES["tiny"]["max_len"]] * 3
+    small = Experiment("x", "small", runs_dir=tmp_path, figures_dir=tmp_path)
+    assert [small.decode_len(d) for d in ("iu", "covctr", "mimic")] == [min(n, RUN_SIZES["small"]["max_len"])
+                                                                       for n in (60, 80, 100)]
 
 
 def test_every_experiment_notebook_has_checks():
@@ -75,3 +143,13 @@ def test_experiment_notebook(nb, spec):
         assert path.is_file() and path.stat().st_size > 0, f"{name}: {path} not written"
     tables = list((Path(spec.figures_dir) / name).glob("*.md"))
     assert all("preset tiny" in t.read_text() for t in tables), "every table names its preset"
+    if name in PAPER_COLUMNS:
+        fn, cols = PAPER_COLUMNS[name]
+        df = pd.read_csv(Path(spec.figures_dir) / name / fn, index_col=0)
+        for col, rows in cols.items():
+            assert col in df, f"{name}: no column {col!r} in {fn} ({list(df.columns)})"
+            filled = df[col] if rows is None else df.loc[rows, col]
+            assert filled.notna().all(), f"{name}: {col} is n/a where the paper has a number: {filled.to_dict()}"
+    if name == "table2_mimic":  # decoded at the data set's length (tiny: capped at its max_len)
+        meta = json.loads((Path(spec.runs_dir) / name / "clinical_bert" / "metrics.json").read_text())
+        assert meta["max_len"] == min(100, RUN_SIZES["tiny"]["max_len"]), meta["max_len"]
