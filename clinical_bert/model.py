@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -23,13 +24,15 @@ from .imm import IMM_LOSSES, SPARSITY, imm_loss
 from .masks import BI, IGNORE, MLM_WORDS, MMM, PRETRAIN_PROBS, RRG_PROBS, TASK_NAMES, batch_attention_mask
 
 # %% auto #0
-__all__ = ['TASKS', 'MODES', 'INPUT_NORMS', 'DENSENET121', 'ABLATIONS', 'ABLATION_LABELS', 'ClinicalBertConfig',
-           'load_backbone_weights', 'VisualExtractor', 'LMHead', 'CDHead', 'layout_ids', 'ClinicalBert',
-           'ClinicalBertOutput', 'overfit', 'wordpiece_mean', 'count_parameters']
+__all__ = ['TASKS', 'MODES', 'FINETUNE_VOCABS', 'INPUT_NORMS', 'DENSENET121', 'ABLATIONS', 'ABLATION_LABELS', 'BACKBONE_ENV',
+           'ClinicalBertConfig', 'imagenet_weights_file', 'backbone_state_dict', 'load_backbone_weights',
+           'VisualExtractor', 'LMHead', 'CDHead', 'layout_ids', 'ClinicalBert', 'ClinicalBertOutput', 'overfit',
+           'wordpiece_mean', 'count_parameters']
 
 # %% ../nbs/05_model.ipynb #ad3ad9cb
 TASKS = ("s2s", "bi", "mmm", "cd", "imm")  # pre-training objectives (eq. 8)
 MODES = ("pretrain", "rrg", "rd")
+FINETUNE_VOCABS = ("dataset", "pretrained")  # finetune_vocab choices
 INPUT_NORMS = ("imagenet", "per_image")  # what the visual extractor does to its input (see the prose)
 DENSENET121 = dict(backbone_growth=32, backbone_blocks=(6, 12, 24, 16), backbone_init_features=64)
 ABLATIONS = {  # Table 4 variant -> enabled tasks and RSA sparsity
@@ -66,7 +69,8 @@ class ClinicalBertConfig:
     backbone_growth: int = 32  # DenseNet growth rate (DenseNet121: 32)
     backbone_blocks: tuple = (6, 12, 24, 16)  # layers per dense block (DenseNet121)
     backbone_init_features: int = 64  # channels of the stem (DenseNet121: 64)
-    backbone_weights: str | None = None  # None, "imagenet" (torchvision, DenseNet121 only) or a file
+    backbone_weights: str = "none"  # visual extractor start: "imagenet" (the paper), a weights file, or "none" (random)
+    encoder_init: str = "none"  # encoder start: a BERT checkpoint ("bert-base-uncased", the paper; a folder) or "none"
     input_norm: str = "imagenet"  # "imagenet": the transform's normalisation only; "per_image": also standardise each film
     n_labels: int = 14  # CD outputs (CheXpert observations, eq. 1)
     rd_labels: int = 14  # RD outputs (NIH ChestX-ray14 pathologies)
@@ -87,12 +91,15 @@ class ClinicalBertConfig:
     rrg_cd: float = 0.0  # RRG fine-tuning: weight of the CD loss (eq. 1) on the film-only rows; 0 = off (see below)
     tie_word_embeddings: bool = True  # LM decoder weight = word embeddings
     word_init: str = "wordpiece_mean"  # word embeddings from a BERT checkpoint, or "random"
+    finetune_vocab: str = "dataset"  # fine-tuning words: the data set's own ("dataset", the paper) or the pre-trained ones
     attn_implementation: str = "sdpa"  # transformers attention: "sdpa" or "eager"
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
 
     def __post_init__(self):
         self.tasks, self.backbone_blocks = tuple(self.tasks), tuple(self.backbone_blocks)
+        self.backbone_weights = str(self.backbone_weights or "none")  # config.json of older versions: null
+        self.encoder_init = str(self.encoder_init or "none")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"ClinicalBertConfig: hidden_size={self.hidden_size} is not divisible by "
                              f"num_attention_heads={self.num_attention_heads}; change one of them "
@@ -116,6 +123,7 @@ class ClinicalBertConfig:
         _choice("rsa_sparsity", self.rsa_sparsity, SPARSITY)
         _choice("imm_loss", self.imm_loss, IMM_LOSSES)
         _choice("word_init", self.word_init, ("wordpiece_mean", "random"))
+        _choice("finetune_vocab", self.finetune_vocab, FINETUNE_VOCABS)
         _choice("attn_implementation", self.attn_implementation, ("sdpa", "eager"))
         if "cd" in self.tasks and self.cd_on == "bi" and "bi" not in self.tasks:
             raise ValueError("ClinicalBertConfig: CD on the bi samples (cd_on='bi') needs 'bi' in tasks; "
@@ -138,7 +146,7 @@ class ClinicalBertConfig:
         if self.backbone_weights == "imagenet" and self.backbone_arch() != DENSENET121:
             raise ValueError("ClinicalBertConfig: backbone_weights='imagenet' exists for DenseNet121 only; "
                              "set backbone_blocks=(6, 12, 24, 16), backbone_growth=32, "
-                             "backbone_init_features=64 or backbone_weights=None")
+                             "backbone_init_features=64 or backbone_weights='none'")
 
     def backbone_arch(self) -> dict:
         return dict(backbone_growth=self.backbone_growth, backbone_blocks=self.backbone_blocks,
@@ -189,8 +197,8 @@ class ClinicalBertConfig:
 
     @classmethod
     def paper(cls, **kw) -> "ClinicalBertConfig":
-        "BERT-base + DenseNet121 at 224 px, 100 words (the paper)."
-        return cls(**{"name": "paper", **kw})
+        "BERT-base from uncased BERT-base + DenseNet121 from ImageNet at 224 px, 100 words (the paper)."
+        return cls(**{**dict(name="paper", backbone_weights="imagenet", encoder_init="bert-base-uncased"), **kw})
 
     @classmethod
     def small(cls, **kw) -> "ClinicalBertConfig":
@@ -249,32 +257,54 @@ class ClinicalBertConfig:
                           pad_token_id=0, is_decoder=True, attn_implementation=self.attn_implementation)
 
 # %% ../nbs/05_model.ipynb #1a3a2f07
-_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 
 
-def load_backbone_weights(features: nn.Module, weights: str | None) -> None:
-    "Load ImageNet (`'imagenet'`) or file weights into a DenseNet `features` module; None: keep random."
-    if weights is None:
+BACKBONE_ENV = "CLINICAL_BERT_BACKBONE_WEIGHTS"  # a local copy of torchvision's DenseNet121 ImageNet file
+
+
+def imagenet_weights_file() -> Path:
+    "Where torch's hub cache keeps torchvision's DenseNet121 ImageNet weights (it may not exist)."
+    url = torchvision.models.DenseNet121_Weights.IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def _read_weights(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: no such file {str(path)!r}; give torchvision DenseNet weights "
+                                "(.pth or .safetensors), 'imagenet' or 'none'")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def backbone_state_dict(weights: str) -> dict | None:
+    "The DenseNet state dict that `weights` names: 'imagenet', a file, or 'none' (None: keep random)."
+    if weights in (None, "none"):
+        return None
+    if weights != "imagenet":
+        return _read_weights(Path(weights), f"backbone_weights={weights!r}")
+    env, cached = os.environ.get(BACKBONE_ENV), imagenet_weights_file()
+    if env:  # the user's copy first
+        return _read_weights(Path(env), f"${BACKBONE_ENV}")
+    if cached.is_file():
+        return _read_weights(cached, "torch's hub cache")
+    try:  # torchvision downloads it where there is a network
+        return torchvision.models.DenseNet121_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+    except Exception as e:  # offline: urllib / OSError
+        raise RuntimeError(
+            f"the paper starts the visual extractor from DenseNet121's ImageNet weights, which are not here "
+            f"({e.__class__.__name__}). Put {cached.name} into {cached.parent}/ (torch's hub cache), or point "
+            f"--backbone-weights or ${BACKBONE_ENV} at a copy; --backbone-weights none starts from random "
+            "weights (config.json and the tables then say so)") from None
+
+
+def load_backbone_weights(features: nn.Module, weights: str) -> None:
+    "Load `backbone_state_dict(weights)` into a DenseNet `features` module ('none': keep random)."
+    sd = backbone_state_dict(weights)
+    if sd is None:
         return
-    if weights == "imagenet":
-        w = torchvision.models.DenseNet121_Weights.IMAGENET1K_V1
-        try:
-            sd = w.get_state_dict(progress=False)
-        except Exception as e:  # no network: urllib / OSError
-            raise RuntimeError(
-                f"could not get torchvision's ImageNet weights for DenseNet121 ({e.__class__.__name__}: {e}). "
-                f"Offline, copy {w.url.rsplit('/', 1)[-1]} into {torch.hub.get_dir()}/checkpoints/ or set "
-                "backbone_weights='/path/to/densenet121.pth'") from None
-    else:
-        path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"backbone_weights={weights!r}: no such file; give torchvision DenseNet "
-                                    "weights (.pth or .safetensors), 'imagenet' or None")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            sd = load_file(path)
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
     sd = {_OLD_KEY.sub(r"\1\2", k): v for k, v in sd.items()}  # torchvision's legacy 'norm.1' names
     sd = {k.removeprefix("features."): v for k, v in sd.items() if not k.startswith("classifier.")}
     try:
@@ -570,7 +600,7 @@ def from_pretrained(cls: ClinicalBert, path, vocab=None,  # vocab: check that it
         raise ValueError(f"{path}: the checkpoint has vocab_size={config.vocab_size} but the vocabulary "
                          f"has {len(vocab)} words; use the vocabulary it was trained with (same training "
                          "reports and min_word_count)")
-    model = cls(replace(config, backbone_weights=None))  # the weights come from the file
+    model = cls(replace(config, backbone_weights="none"))  # the weights come from the file
     model.config = config
     fault = "do not override architecture fields, or re-save the model"
     try:
@@ -579,8 +609,8 @@ def from_pretrained(cls: ClinicalBert, path, vocab=None,  # vocab: check that it
         raise ValueError(f"{path / 'model.safetensors'} does not fit the config ({str(e)[:300]}...); "
                          + fault) from None
     if missing or unexpected:
-        raise ValueError(f"{path / 'model.safetensors'} does not fit the config: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}; " + fault)
+        raise ValueError(f"{path / 'model.safetensors'} does not fit the config: {len(missing)} weights missing "
+                         f"{sorted(missing)[:5]}, {len(unexpected)} unexpected {sorted(unexpected)[:5]}; " + fault)
     return model
 
 # %% ../nbs/05_model.ipynb #29f1d169
@@ -615,6 +645,7 @@ def from_bert(cls: ClinicalBert, bert: str,  # BERT checkpoint folder or hub id 
             raise ValueError(f"config does not fit the checkpoint {bert!r}: " + ", ".join(
                 f"{k}={a} but the checkpoint has {b}" for k, (a, b) in diff.items())
                 + "; set those fields or pass config=None")
+    config = replace(config, encoder_init=str(bert))  # config.json records where the encoder came from
     if config.vocab_size != len(vocab):
         raise ValueError(f"config.vocab_size={config.vocab_size} but the vocabulary has {len(vocab)} words; "
                          "set vocab_size=len(vocab)")
@@ -637,6 +668,41 @@ def wordpiece_mean(vocab, tokenizer, weight: torch.Tensor) -> torch.Tensor:
                tokenizer(w, add_special_tokens=False)["input_ids"]) or [tokenizer.unk_token_id]
         out[i] = weight[ids].mean(0)
     return out
+
+# %% ../nbs/05_model.ipynb #7faf4da6
+@patch
+def map_vocab(self: ClinicalBert, old_words,  # the model's words, in id order (vocab.itos)
+              new_words,  # the target vocabulary's words, in id order (specials 0-4 first in both)
+              fresh: torch.Tensor | None = None,  # (len(new_words), hidden) rows for new words; None: normal(0, init range)
+              ) -> tuple[int, int]:
+    "Move word embeddings and the LM decoder onto `new_words`; (shared words, new words)."
+    old_words, new_words = list(old_words), list(new_words)
+    if old_words[:5] != new_words[:5]:
+        raise ValueError(f"map_vocab: the special tokens differ ({old_words[:5]} vs {new_words[:5]}); both "
+                         "vocabularies must come from text.Vocab")
+    index = {w: i for i, w in enumerate(old_words)}
+    src = torch.tensor([index.get(w, -1) for w in new_words])
+    hit = src >= 0
+    W = self.word_embeddings.weight.detach()
+    rows = (torch.empty(len(new_words), W.shape[1]).normal_(0, self.config.initializer_range)
+            if fresh is None else fresh.detach().clone()).to(W)
+    rows[hit] = W[src[hit]]
+    emb = nn.Embedding(len(new_words), W.shape[1], padding_idx=self.PAD).to(W.device)
+    emb.weight.data.copy_(rows)
+    self.bert.embeddings.word_embeddings = emb
+    old_bias = self.lm_head.decoder.bias.detach()
+    decoder = nn.Linear(W.shape[1], len(new_words)).to(W.device)
+    decoder.bias.data.zero_()
+    decoder.bias.data[hit] = old_bias[src[hit]]
+    if self.config.tie_word_embeddings:
+        decoder.weight = emb.weight
+    else:
+        decoder.weight.data.copy_(rows)
+        decoder.weight.data[hit] = self.lm_head.decoder.weight.detach()[src[hit]]
+    self.lm_head.decoder = decoder
+    self.config = replace(self.config, vocab_size=len(new_words))
+    self.bert.config.vocab_size = len(new_words)
+    return int(hit.sum()) - 5, int((~hit).sum())
 
 # %% ../nbs/05_model.ipynb #f4fd06e8
 def count_parameters(model: nn.Module) -> dict:
