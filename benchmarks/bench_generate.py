@@ -5,6 +5,7 @@ Usage:
   python benchmarks/bench_generate.py --max-len 100 --batch 8 --repeats 1   # CPU, the batch evaluation uses
   python benchmarks/bench_generate.py --beam 5 --repeats 1
   python benchmarks/bench_generate.py --device cuda --batch 64 --beam 5   # bf16 autocast, ms per image
+  python benchmarks/bench_generate.py --preset tiny --batch 2 --max-len 4 --repeats 1   # a smoke run
 
 The model is the paper preset (BERT-base, DenseNet121 at 224 px, vocabulary 760 as IU X-Ray)
 with random weights: speed does not depend on the weights as long as both modes do the same
@@ -13,22 +14,29 @@ two modes run interleaved (cached, uncached, cached, ...) and the fastest of --r
 Cached decoding encodes the source once and then two positions per step; uncached re-encodes
 `[CLS] v [SEP] w_1..w_t [MASK]` every step. The script also checks that both give the same tokens.
 Goals (issue 7): cached >= 10x uncached at max_len 100 on a CPU; <= 5 ms per image at batch 64,
-beam 5 on a GPU (the paper reports 0.1 s per image).
+beam 5 on a GPU (the paper reports 0.1 s per image). A bare `--device cuda` is `cuda:LOCAL_RANK`.
 """
 import argparse
 import contextlib
+import json
 import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from clinical_bert.generate import generate
 from clinical_bert.model import ClinicalBert, ClinicalBertConfig
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import resolve_device  # noqa: E402
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="cpu", help="cpu, cuda (= cuda:LOCAL_RANK) or cuda:N")
+    p.add_argument("--preset", default="paper", choices=["tiny", "small", "paper"], help="model size (paper: the timing)")
     p.add_argument("--batch", type=int, default=2, help="images per generate call")
     p.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy; the paper: 5)")
     p.add_argument("--max-len", type=int, nargs="+", default=[60, 100], help="words per report")
@@ -38,6 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--vocab", type=int, default=760, help="vocabulary size (IU X-Ray: 760)")
     p.add_argument("--modes", default="cached,uncached", help="comma-separated: cached, uncached")
     p.add_argument("--dtype", default=None, help="autocast dtype: bf16 or fp32 (default: bf16 on cuda, fp32 on cpu)")
+    p.add_argument("--json", default=None, help="also write the results to this file")
     return p.parse_args(argv)
 
 
@@ -56,7 +65,7 @@ def timed(model, x, use_cache, max_len, beam, autocast, device):
 def main(argv=None):
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
-    device = torch.device(a.device)
+    device = torch.device(resolve_device(a.device))
     dtype = a.dtype or ("bf16" if device.type == "cuda" else "fp32")
     if dtype == "bf16":
         autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)
@@ -64,10 +73,11 @@ def main(argv=None):
         autocast = contextlib.nullcontext
     modes = [m.strip() for m in a.modes.split(",")]
     torch.manual_seed(0)
-    model = ClinicalBert(ClinicalBertConfig.paper(vocab_size=a.vocab, max_text_len=max(a.max_len))).to(device).eval()
-    x = torch.randn(a.batch, 3, 224, 224, device=device)
+    cfg = ClinicalBertConfig.preset(a.preset, vocab_size=a.vocab, max_text_len=max(a.max_len))
+    model = ClinicalBert(cfg).to(device).eval()
+    x = torch.randn(a.batch, 3, cfg.image_size, cfg.image_size, device=device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'CPU'}, {a.threads} threads"
-    print(f"paper preset, random weights, {name}; batch {a.batch}, beam {a.beam}, {dtype}, "
+    print(f"{a.preset} preset, random weights, {name}; batch {a.batch}, beam {a.beam}, {dtype}, "
           f"fastest of {a.repeats}; torch {torch.__version__}")
     timed(model, x[:1], True, 2, a.beam, autocast, device)  # warm-up (allocator, kernels)
     rows = []
@@ -86,6 +96,11 @@ def main(argv=None):
         if len(modes) == 2:
             line += f"  {best['uncached'] / best['cached']:>6.1f}x  {same}"
         print(line)
+    if a.json:
+        Path(a.json).write_text(json.dumps({
+            "device": name, "preset": a.preset, "batch": a.batch, "beam": a.beam, "dtype": dtype,
+            "rows": [{"max_len": L, "same_tokens": same, **{f"{m}_ms_per_image": 1e3 * best[m] / a.batch for m in modes}}
+                     for L, best, same in rows]}, indent=1))
 
 
 if __name__ == "__main__":

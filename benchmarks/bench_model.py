@@ -1,7 +1,7 @@
 """Training-step speed of ClinicalBert (forward + backward of the eq. 8 loss) against a straightforward baseline.
 
 Usage: python benchmarks/bench_model.py [--presets tiny small paper] [--threads 1] [--steps 5]
-                                        [--device cpu|cuda]
+                                        [--device cpu|cuda|cuda:N] [--json FILE]
 
 For each preset, one pre-training batch (random images, random reports with MeSH words, the
 Collator's task mix s2s : bi : MMM = 0.5 : 0.25 : 0.25) is timed through
@@ -14,14 +14,21 @@ the two variants' steps alternating in one process so that other load on a share
 both alike), peak memory of each (each variant alone in its own process: CPU ru_maxrss minus the
 RSS before the first training step; CUDA max_memory_allocated), and their ratios.
 Batch sizes: tiny 8, small 32, paper 2 (few steps: BERT-base + DenseNet121 on CPU is slow).
+A bare `cuda` is `cuda:LOCAL_RANK`. Each variant runs in a child process; when one dies the script stops
+at once with the child's exit code and the tail of its stderr (benchlib.spawn).
 """
 import argparse
-import multiprocessing as mp
+import json
 import resource
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import is_cuda, resolve_device, run_main, spawn  # noqa: E402,F401  (spawn: bench_train imports it from here)
 
 SETTINGS = {  # preset: (batch size, words per report, vocabulary size, timed steps)
     "tiny": (8, 20, 100, 20),
@@ -67,11 +74,11 @@ def baseline_loss(model, batch):
     h = model.bert.embeddings(inputs_embeds=x, position_ids=pos, token_type_ids=seg)
     for layer in model.bert.encoder.layer:
         masks = []
-        for b in range(B):  # per sample, per layer
-            m = attention_mask(R + 2, T - R - 2, "bi" if batch["task"][b] == 1 else "s2s").clone()
+        for b in range(B):  # per sample, per layer, on the activations' device
+            m = attention_mask(R + 2, T - R - 2, "bi" if batch["task"][b] == 1 else "s2s").to(x.device)
             m[:, R + 2:] &= batch["text_valid"][b][None, :]
-            masks.append(torch.zeros(T, T).masked_fill(~m, torch.finfo(torch.float32).min))
-        h = layer(h, attention_mask=torch.stack(masks)[:, None].to(x.device))
+            masks.append(torch.zeros(T, T, device=x.device).masked_fill(~m, torch.finfo(torch.float32).min))
+        h = layer(h, attention_mask=torch.stack(masks)[:, None])
         h = h[0] if isinstance(h, tuple) else h
     logits = model.lm_head(h[:, R + 2:])  # (B, L, vocab): every text position
     ce = F.cross_entropy(logits.transpose(1, 2), batch["text_targets"], reduction="none")  # (B, L)
@@ -116,10 +123,11 @@ def run_memory(preset, variant, threads, device, q):
         check = loss().item()  # same losses in eval mode (no dropout), compared by the parent
     model.train()
     before = rss_mb()
-    if device == "cuda":
+    if is_cuda(device):
+        torch.cuda.set_device(device)
         torch.cuda.reset_peak_memory_stats()
     step(); step()
-    if device == "cuda":
+    if is_cuda(device):
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
@@ -133,7 +141,7 @@ def run_timing(preset, threads, steps, device, q):
     torch.set_num_threads(threads)
     m, *_, step_m = _setup(preset, "model", device)
     _, _, _, step_b = _setup(preset, "baseline", device, m.state_dict())
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if is_cuda(device) else (lambda: None)
     times = {"model": [], "baseline": []}
     step_m(); step_b()  # warm-up
     for _ in range(steps or SETTINGS[preset][3]):
@@ -147,23 +155,16 @@ def run_timing(preset, threads, steps, device, q):
     q.put({k: B / sorted(v)[len(v) // 2] for k, v in times.items()})
 
 
-def spawn(target, *args):
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=target, args=(*args, q))
-    p.start()
-    res = q.get()
-    p.join()
-    return res
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["tiny", "small", "paper"], choices=list(SETTINGS))
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per run (machines here are shared)")
     ap.add_argument("--steps", type=int, default=0, help="timed steps (0: the preset's default)")
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--device", default="cpu", help="cpu, cuda (= cuda:LOCAL_RANK) or cuda:N")
+    ap.add_argument("--json", default=None, help="also write the results to this file")
     a = ap.parse_args(argv)
+    a.device = resolve_device(a.device)
+    results = {}
     print(f"device {a.device}, {a.threads} thread(s); forward + backward + AdamW step of the eq. 8 loss")
     print(f"{'preset':6s} {'params':>8s} {'B':>3s} {'T':>4s} | {'model s/s':>9s} {'peak MB':>8s} | "
           f"{'baseline s/s':>12s} {'peak MB':>8s} | {'speed-up':>8s} {'mem ratio':>9s} | loss match")
@@ -173,11 +174,14 @@ def main(argv=None):
         speed = spawn(run_timing, preset, a.threads, a.steps, a.device)
         m["samples_s"], b["samples_s"] = speed["model"], speed["baseline"]
         same = abs(m["check"] - b["check"]) <= 1e-4 * max(1.0, abs(b["check"]))
+        results[preset] = {"model": m, "baseline": b, "same_loss": same}
         print(f"{preset:6s} {m['params'] / 1e6:7.2f}M {m['batch']:3d} {m['T']:4d} | {m['samples_s']:9.1f} "
               f"{m['peak_mb']:8.0f} | {b['samples_s']:12.1f} {b['peak_mb']:8.0f} | "
               f"{m['samples_s'] / b['samples_s']:7.2f}x {m['peak_mb'] / max(b['peak_mb'], 1e-9):8.2f}x | "
               f"{'yes' if same else 'NO'} ({m['check']:.4f} vs {b['check']:.4f})", flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"device": a.device, "results": results}, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))
