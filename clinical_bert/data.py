@@ -24,7 +24,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from .labeler import CHEXPERT_LABELS
-from .text import Vocab, clean_report
+from .text import Vocab, clean_report, iu_report, report_sections
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +32,9 @@ logger = logging.getLogger(__name__)
 __all__ = ['logger', 'DATASET_SPECS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'NIH_LABELS', 'FINDINGS_HEADINGS', 'IMPRESSION_HEADINGS',
            'MIMIC_FILES', 'NIH_ENTRY_FILES', 'DataError', 'ImageDecodeError', 'DatasetSpec', 'dataset_spec',
            'dicom_to_uint8', 'load_image', 'resize_for', 'GreyToRGBNormalize', 'image_transform', 'ImageCache',
-           'read_table', 'check_unique', 'parse_labels', 'canonical_split', 'RadiographDataset', 'collate_items',
-           'skip_none_collate', 'mimic_sections', 'mimic_report', 'find_file', 'MimicCxrDataset', 'AnnotationDataset',
-           'IuXrayDataset', 'nih_labels', 'NihChestXrayDataset', 'CovCtrDataset']
+           'read_table', 'check_unique', 'parse_labels', 'canonical_split', 'parse_splits', 'RadiographDataset',
+           'collate_items', 'skip_none_collate', 'mimic_sections', 'mimic_report', 'find_file', 'MimicCxrDataset',
+           'AnnotationDataset', 'IuXrayDataset', 'nih_labels', 'NihChestXrayDataset', 'CovCtrDataset']
 
 # %% ../nbs/02_data.ipynb #a3cac2e4
 class DataError(ValueError):
@@ -48,7 +48,7 @@ class ImageDecodeError(OSError):
         self.path, self.reason = Path(path), reason  # reason: "missing image" or "corrupt image"
         super().__init__(f"{path}: {reason}")
 
-# %% ../nbs/02_data.ipynb #921a3984
+# %% ../nbs/02_data.ipynb #3eb88e72
 @dataclass(frozen=True)
 class DatasetSpec:
     "What the paper fixes for one data set."
@@ -73,9 +73,6 @@ def dataset_spec(key: str) -> DatasetSpec:
     return DATASET_SPECS[key]
 
 # %% ../nbs/02_data.ipynb #e4488946
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, RuntimeError, KeyError, AttributeError)
-
-
 def _first(v) -> float:
     "First value of a possibly multi-valued DICOM number (Window Center can hold several)."
     try:
@@ -134,7 +131,9 @@ def load_image(path) -> np.ndarray:
         with Image.open(path) as im:
             im.load()  # decode now: a truncated file fails here, not later
             return _pil_to_uint8(im)
-    except _DECODE_ERRORS as e:
+    except MemoryError:
+        raise  # the machine, not the file
+    except Exception as e:  # whatever a decoder raises (PIL, pydicom's InvalidDicomError, numpy): a per-sample fault
         err = ImageDecodeError(path, "corrupt image")
         err.detail = f"{type(e).__name__}: {e}"
         raise err from e
@@ -264,6 +263,18 @@ def canonical_split(split: str) -> str:
     return _SPLIT_ALIASES.get(str(split).strip().lower(), str(split).strip().lower())
 
 
+def parse_splits(values: pd.Series, path, column: str = "split") -> pd.Series:
+    "canonical_split of a split column; a value that is none of train / val / test is a DataError naming its line."
+    out = values.map(canonical_split)
+    bad = ~out.isin(["train", "val", "test"])
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{path}: line {i + 2}, column {column!r}: unknown split {values.iloc[i]!r} ({int(bad.sum())} "
+                        f"such row(s)); the values allowed are 'train', 'validate' and 'test' (also "
+                        f"{sorted(set(_SPLIT_ALIASES) - {'validate'})} for validate): correct the file")
+    return out
+
+
 class RadiographDataset(Dataset):
     "Base of the loaders: a table of samples for all splits, filtered to one split and checked."
 
@@ -279,6 +290,7 @@ class RadiographDataset(Dataset):
                  max_len: int = 100,  # input_ids truncated to this many words
                  min_count: int = 3,  # vocabulary threshold
                  lang: str = "en",  # "zh": Jieba words (COV-CTR)
+                 report_section: str = "findings",  # or "findings_impression": the report text of sectioned reports
                  require_report: bool = True,  # skip samples whose report is empty
                  check_files: bool = True,  # skip samples whose image file is missing
                  verify_images: bool = False,  # decode every image at construction (slow, complete count)
@@ -286,6 +298,8 @@ class RadiographDataset(Dataset):
                  labels_from_reports: bool = False):  # CheXpert labels by clinical_bert.labeler
         self.source, self.split = str(source), canonical_split(split)
         self.size, self.n_views, self.max_len, self.lang = size, n_views, max_len, lang
+        report_sections(report_section)  # a clear error for an unknown value
+        self.report_section = report_section
         self.transform = transform or image_transform(size, self.split == "train" if train is None else train)
         self._tagger = tagger
         self.skipped, self.skipped_ids, self._read_skips = Counter(), {}, {}
@@ -299,7 +313,8 @@ class RadiographDataset(Dataset):
             logger.warning("%s: split %r has no sample", source, self.split)
         if vocab is None:  # from the training reports that are not skipped (DESIGN.md: count >= min_count)
             ok = table["split"].eq("train") & (table["skip"].eq("") if "skip" in table else True)
-            vocab = self._build_vocab(table.loc[ok, "report"], min_count)
+            once = table.loc[ok].drop_duplicates(["study" if "study" in table else "id", "report"])  # once per report
+            vocab = self._build_vocab(once["report"], min_count)
         self.vocab = vocab
         sel = table[table["split"] == self.split].reset_index(drop=True)
         self.n_total = len(sel)
@@ -470,10 +485,15 @@ def _last_paragraph(text: str) -> str:
     return _HEADING.sub("", paras[-1], count=1).strip()
 
 
-def mimic_report(text: str) -> str:
-    "Findings, then impression; the last paragraph when a report has neither (MIT-LCP's rules)."
+def mimic_report(text: str,
+                 report_section: str = "findings",  # or "findings_impression"
+                 ) -> str:
+    "The FINDINGS ('' when there are none); or findings, then impression, else the last paragraph (MIT-LCP's rules)."
+    report_sections(report_section)  # a clear error for an unknown value
     sec = mimic_sections(text)
     findings = next((sec[h] for h in FINDINGS_HEADINGS if sec.get(h)), "")
+    if report_section == "findings":
+        return findings
     impression = next((sec[h] for h in IMPRESSION_HEADINGS if sec.get(h)), "")
     if findings or impression:
         return " ".join(p for p in (findings, impression) if p)
@@ -506,15 +526,17 @@ class MimicCxrDataset(RadiographDataset):
 
     def __init__(self, root, split: str = "train", vocab: Vocab | None = None,
                  views: Sequence[str] | None = ("PA", "AP"),  # ViewPosition values kept; None: all
-                 max_len: int = 100, reports_root=None,  # folder holding files/pXX/pSUBJECT/sSTUDY.txt
+                 max_len: int = DATASET_SPECS["mimic"].max_len,  # words kept per report (the paper's 100)
+                 reports_root=None,  # folder holding files/pXX/pSUBJECT/sSTUDY.txt
                  image_ext: str = ".jpg",  # ".dcm" for the DICOM release (MIMIC-CXR)
+                 report_section: str = "findings",  # "findings_impression": + impression, last-paragraph fallback
                  **kw):
         root = Path(root)
         reports_root = Path(reports_root) if reports_root is not None else root
         p_split = find_file(root, MIMIC_FILES["split"], "the official split")
         t = read_table(p_split, ["dicom_id", "study_id", "subject_id", "split"])
         check_unique(t, ["dicom_id"], p_split)
-        t["split"] = t["split"].map(canonical_split)
+        t["split"] = parse_splits(t["split"], p_split)
         self.n_other_view = 0
         if views is not None:
             p_meta = find_file(root, MIMIC_FILES["metadata"], "view positions")
@@ -533,7 +555,7 @@ class MimicCxrDataset(RadiographDataset):
         unlabelled = (t.pop("_merge") == "left_only").to_numpy()
         study_dir = [root / "files" / f"p{s[:2]}" / f"p{s}" / f"s{st}" for s, st in zip(t["subject_id"], t["study_id"])]
         t["images"] = [[str(d / f"{dcm}{image_ext}")] for d, dcm in zip(study_dir, t["dicom_id"])]
-        t["id"] = t["dicom_id"]
+        t["id"], t["study"] = t["dicom_id"], t["subject_id"] + "/" + t["study_id"]
         # reports: the requested split, and the training split when the vocabulary is built here
         need = (t["split"] == canonical_split(split)) | ((t["split"] == "train") & (vocab is None))
         texts = {}
@@ -541,10 +563,14 @@ class MimicCxrDataset(RadiographDataset):
             if n and (s, st) not in texts:
                 texts[(s, st)] = _read_text(reports_root / "files" / f"p{s[:2]}" / f"p{s}" / f"s{st}.txt")
         raw = [texts.get((s, st)) for s, st in zip(t["subject_id"], t["study_id"])]
-        t["report"] = [clean_report(mimic_report(r), style="mimic") if r else "" for r in raw]
+        section = [mimic_report(r, report_section) if r else "" for r in raw]
+        t["report"] = [clean_report(s, style="mimic") if s else "" for s in section]
         no_text = np.array([r is None for r in raw]) & need.to_numpy()
-        t["skip"] = np.where(unlabelled, "no CheXpert row", np.where(no_text, "missing report", ""))
-        super().__init__(t, split, source=root, vocab=vocab, max_len=max_len, **kw)
+        no_findings = np.array([bool(r and r.strip()) and not s.strip() for r, s in zip(raw, section)]) \
+            & (report_section == "findings")  # a blank file stays an "empty report"
+        t["skip"] = np.select([unlabelled, no_text, no_findings], ["no CheXpert row", "missing report",
+                                                                   "no findings section"], "")
+        super().__init__(t, split, source=root, vocab=vocab, max_len=max_len, report_section=report_section, **kw)
 
     def summary(self) -> str:
         return super().summary() + (f"; {self.n_other_view} images of other views left out" if self.n_other_view else "")
@@ -560,13 +586,34 @@ def _read_json(path: Path):
                         "is the file complete?") from e
 
 
+def _annotation_item(it, where: str, image_root: Path, style: str) -> dict:
+    "id, study, images and cleaned report of one annotation.json item; a wrong type is a DataError naming the item."
+    fix = "correct the item: 'id' a string, 'report' a string, 'image_path' a path or a list of paths under image_root"
+    if not isinstance(it, dict):
+        raise DataError(f"{where}: an item must be an object, found {type(it).__name__} {it!r}; {fix}")
+    for f in ("id", "report", "image_path"):
+        if f not in it:
+            raise DataError(f"{where} has no field {f!r}; every item needs 'id', 'report' and 'image_path'; {fix}")
+    who = f"{where} (id {it['id']!r})"
+    if not isinstance(it["id"], (str, int)) or isinstance(it["id"], bool):
+        raise DataError(f"{who}, field 'id': found {type(it['id']).__name__}; {fix}")
+    paths = [it["image_path"]] if isinstance(it["image_path"], str) else it["image_path"]
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+        raise DataError(f"{who}, field 'image_path': found {type(it['image_path']).__name__} {it['image_path']!r}; {fix}")
+    if it["report"] is not None and not isinstance(it["report"], str):  # null: an empty report, skipped and counted
+        raise DataError(f"{who}, field 'report': found {type(it['report']).__name__} {it['report']!r}; {fix}")
+    study = f"{it.get('subject_id', '')}/{it['study_id']}" if "study_id" in it else str(it["id"])
+    return {"id": str(it["id"]), "study": study, "images": [str(image_root / p) for p in paths],
+            "report": clean_report(it["report"], style=style)}
+
+
 class AnnotationDataset(RadiographDataset):
     "R2Gen-style annotation.json (IU X-Ray, MIMIC-CXR): train / val / test lists of id, report, image_path."
 
     def __init__(self, ann_path, image_root, split: str = "train", vocab: Vocab | None = None,
-                 n_views: int = 1,  # 2: both IU X-Ray views, image (2, 3, H, W)
+                 n_views: int | None = None,  # default: DATASET_SPECS (IU X-Ray 2: image (2, 3, H, W); MIMIC-CXR 1)
                  style: str = "iu",  # clean_report style: "iu" or "mimic"
-                 max_len: int | None = None,  # default 60 for "iu", 100 for "mimic" (the paper's)
+                 max_len: int | None = None,  # default: DATASET_SPECS (60 for "iu", 100 for "mimic")
                  **kw):
         ann_path, image_root = Path(ann_path), Path(image_root)
         ann = _read_json(ann_path)
@@ -589,20 +636,16 @@ class AnnotationDataset(RadiographDataset):
             if not isinstance(items, list):
                 raise DataError(f"{ann_path}: {key!r} must be a list of items, found a {type(items).__name__}")
             for i, it in enumerate(items):
-                for f in ("id", "report", "image_path"):
-                    if not isinstance(it, dict) or f not in it:
-                        raise DataError(f"{ann_path}: {key}[{i}] has no field {f!r}; every item needs "
-                                        "'id', 'report' and 'image_path' (a list of paths under image_root)")
-                paths = [it["image_path"]] if isinstance(it["image_path"], str) else list(it["image_path"])
-                rows.append({"id": str(it["id"]), "split": w, "images": [str(image_root / p) for p in paths],
-                             "report": clean_report(it["report"] or "", style=style), "where": f"{key}[{i}]"})
-        t = pd.DataFrame(rows, columns=["id", "split", "images", "report", "where"])
+                rows.append({**_annotation_item(it, f"{ann_path}: {key}[{i}]", image_root, style), "split": w,
+                             "where": f"{key}[{i}]"})
+        t = pd.DataFrame(rows, columns=["id", "study", "split", "images", "report", "where"])
         dup = t["id"].duplicated(keep=False)
         if dup.any():
             first = t.loc[dup, "id"].iloc[0]
             raise DataError(f"{ann_path}: duplicate id {first!r} at {t.loc[t['id'] == first, 'where'].tolist()} "
                             "(field 'id'); ids must be unique: remove or rename the repeated items")
-        max_len = max_len or (100 if style == "mimic" else 60)
+        spec = DATASET_SPECS["mimic" if style == "mimic" else "iu"]
+        max_len, n_views = spec.max_len if max_len is None else max_len, spec.n_views if n_views is None else n_views
         super().__init__(t, split, source=ann_path, vocab=vocab, n_views=n_views, max_len=max_len, **kw)
 
 # %% ../nbs/02_data.ipynb #1717ab4a
@@ -610,8 +653,10 @@ class IuXrayDataset(RadiographDataset):
     "IU X-Ray from NLMCXR_reports.tgz (or its folder) + PNG folder: R2Gen protocol, seeded 7:1:2 split."
 
     def __init__(self, reports, image_dir, split: str = "train", seed: int = 0, vocab: Vocab | None = None,
-                 n_views: int = 1, max_len: int = 60,
+                 n_views: int = DATASET_SPECS["iu"].n_views,  # the protocol's two views
+                 max_len: int = DATASET_SPECS["iu"].max_len,  # words kept per report (the paper's 60)
                  min_images: int = 2,  # the protocol keeps studies with at least this many images
+                 report_section: str = "findings",  # or "findings_impression"
                  **kw):
         from clinical_bert.text import read_openi_reports
 
@@ -628,11 +673,13 @@ class IuXrayDataset(RadiographDataset):
             "id": df["uid"].astype(str), "split": seeded_split(df["uid"].astype(str), seed),
             "images": [[str(image_dir / (n if n.lower().endswith(".png") else f"{n}.png")) for n in ims]
                        for ims in df["images"]],
-            "report": [clean_report(f"{f or ''} {i or ''}", style="iu") for f, i in zip(df["findings"], df["impression"])]})
+            "report": [clean_report(iu_report({"findings": f, "impression": i}, report_section), style="iu")
+                       for f, i in zip(df["findings"], df["impression"])]})
         for c in df.columns:
             if c.startswith("mesh"):
                 t[c] = df[c].to_numpy()
-        super().__init__(t, split, source=reports, vocab=vocab, n_views=n_views, max_len=max_len, **kw)
+        super().__init__(t, split, source=reports, vocab=vocab, n_views=n_views, max_len=max_len,
+                         report_section=report_section, **kw)
 
 # %% ../nbs/02_data.ipynb #b3c04d67
 def nih_labels(findings: pd.Series, path) -> np.ndarray:

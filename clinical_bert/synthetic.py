@@ -12,6 +12,7 @@ import json
 import math
 import os
 import struct
+import sys
 import textwrap
 import zipfile
 import zlib
@@ -22,15 +23,16 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from . import labeler
+from .text import REPORT_SECTIONS, report_sections
 
 # %% auto #0
 __all__ = ['F32', 'LOBES', 'SEV', 'PREVALENCE', 'SIDES', 'CHEXPERT_LABELS', 'EC', 'CM', 'LO', 'LL', 'ED', 'CO', 'PN', 'AT', 'PX',
            'PE', 'PO', 'FR', 'SD', 'POS', 'NEG', 'UNC', 'NTH', 'ADV', 'UNCERTAIN_OK', 'SENTENCES', 'NIH_LABELS',
            'NIH_FROM', 'NIH_NOT_PRODUCED', 'LAYOUTS', 'INDICATIONS', 'SYNTH_VERSION', 'LAYOUT_STREAM',
-           'MIMIC_CHEXPERT_COLUMNS', 'FINDINGS', 'sample_patient', 'sample_view', 'Frame', 'sample_findings', 'render',
-           'lat_at', 'dia_at', 'Writer', 'write_report', 'nih_labels', 'patient_index', 'make_study', 'save_masks',
-           'mask_path', 'load_masks', 'mimic_report', 'study_seed', 'make_dataset', 'main', 'finding_matrix',
-           'global_stats']
+           'MIMIC_CHEXPERT_COLUMNS', 'MANIFEST', 'LAYOUT_FILES', 'FINDINGS', 'sample_patient', 'sample_view', 'Frame',
+           'sample_findings', 'render', 'lat_at', 'dia_at', 'Writer', 'write_report', 'nih_labels', 'patient_index',
+           'make_study', 'save_masks', 'mask_path', 'load_masks', 'mimic_report', 'study_report', 'study_seed',
+           'make_dataset', 'main', 'finding_matrix', 'global_stats']
 
 # %% ../nbs/02a_synthetic.ipynb #fdb70310
 F32 = np.float32
@@ -1136,11 +1138,17 @@ def _write_one(args) -> dict:
     row = {k2: v for k2, v in st.items() if k2 not in ("pt", "views")}
     row.update(ids, split=_split(layout, seed, st), masks=[str(mask_path(x)) for x in ids["images"]],
                size=size, seed=seed)
-    row["report"] = (st["findings_text"] + " " + st["impression"]).strip()
     return _json_safe(row)
 
+
+def study_report(row: dict, report_section: str = "findings") -> str:
+    "A study's report text: its FINDINGS (R2Gen's protocol, the default), or findings then impression."
+    text = {"findings": row["findings_text"], "impression": row["impression"]}
+    return " ".join(text[s] for s in report_sections(report_section)).strip()
+
 # %% ../nbs/02a_synthetic.ipynb #532783b0
-SYNTH_VERSION = 3  # bump when the films, masks or reports change: runs/ keys its cached benchmark and models by it
+SYNTH_VERSION = 4  # bump when the films, masks or reports change: runs/ keys its cached benchmark and models by it
+# v4: the IU X-Ray report (annotation.json, ground_truth) is the FINDINGS section
 LAYOUT_STREAM = {"mimic": 0, "iu": 1, "nih": 2}  # v3: each layout draws its own studies (v2 drew the same ones)
 
 
@@ -1155,18 +1163,67 @@ def _fmt(x):
     return "" if x is None else f"{x:.1f}"
 
 
+MANIFEST = "synth_manifest.json"  # the files make_dataset wrote in a folder: the only ones it may replace
+LAYOUT_FILES = {"mimic": ["mimic-cxr-2.0.0-chexpert.csv", "mimic-cxr-2.0.0-split.csv", "mimic-cxr-2.0.0-metadata.csv"],
+                "iu": ["annotation.json"], "nih": ["Data_Entry_2017.csv", "train_val_list.txt", "test_list.txt"]}
+
+
+def _planned(layout, seed, studies) -> list[str]:
+    "Every file (relative path) that make_dataset writes for `studies`."
+    rels = []
+    for i, (p, k) in studies:
+        ids = _ids(layout, seed, dict(index=i, patient=p, visit=k))
+        rels += [x for r in ids["images"] for x in (r, mask_path(r).as_posix())] + ([ids["report"]] if layout == "mimic" else [])
+    return rels + LAYOUT_FILES[layout] + ["ground_truth.jsonl", "ground_truth.csv", MANIFEST]
+
+
+def _claim(out: Path, planned: list[str], overwrite: bool, record: dict) -> None:
+    "Refuse a folder holding other files (unless overwrite); remove the stale files of an earlier run; write the manifest."
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: is a file; pass a folder for the synthetic data set")
+    first = next((p for p in out.rglob("*") if p.is_file()), None) if out.is_dir() else None
+    if first is not None and not overwrite:
+        raise FileExistsError(f"{out}: the folder is not empty (e.g. {first.relative_to(out)}); choose a new or empty "
+                              "folder, or pass --overwrite (overwrite=True) to replace a synthetic data set written there")
+    own = set()
+    if first is not None and (out / MANIFEST).is_file():
+        try:
+            own = set(json.loads((out / MANIFEST).read_text())["files"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise FileExistsError(f"{out / MANIFEST}: not a manifest written by synth ({e}); choose another folder") from None
+    foreign = [r for r in planned if r not in own and (out / r).exists()]
+    if foreign:
+        raise FileExistsError(f"{out}: {len(foreign)} file(s) that synth would write exist but synth did not write them "
+                              f"(e.g. {foreign[0]}); they are left alone: choose another folder")
+    for r in sorted(own - set(planned)):  # an earlier synthetic data set's files that this one does not rewrite
+        f = out / r
+        f.unlink(missing_ok=True)
+        for d in f.parents:  # and the folders this leaves empty, up to `out`
+            if d == out or not d.is_dir() or any(d.iterdir()):
+                break
+            d.rmdir()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).write_text(json.dumps({**record, "files": planned}, indent=1))  # first: a crash leaves it listed
+
+
 def make_dataset(out_dir, n: int, seed: int = 0, layout: str = "mimic", size: int = 256, workers: int = 1,
-                 p_normal: float = 0.3, p_uncertain: float = 0.2) -> Path:
+                 p_normal: float = 0.3, p_uncertain: float = 0.2,
+                 report_section: str = "findings",  # IU X-Ray report and ground truth: or "findings_impression"
+                 overwrite: bool = False,  # replace the files of a synthetic data set already in out_dir
+                 ) -> Path:
     "Write `n` synthetic studies in the on-disk layout of a real data set; returns the data set root."
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r}: choose one of {LAYOUTS}")
     if n < 1 or size < 64:
         raise ValueError(f"n={n}, size={size}: need n >= 1 and size >= 64 (use 224 or more for the paper's models)")
+    report_sections(report_section)  # a clear error for an unknown value, before anything is written
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     kw = dict(p_normal=p_normal, p_uncertain=p_uncertain)
     seed = study_seed(seed, layout)  # no study in two layouts: pre-training on one and testing on another stays fair
     studies = list(enumerate(patient_index(seed, n, layout != "iu")))
+    _claim(out, _planned(layout, seed, studies), overwrite,
+           dict(written_by="clinical_bert.synthetic.make_dataset", version=SYNTH_VERSION, layout=layout, n=n,
+                study_seed=seed, size=size, report_section=report_section))
     jobs = [(out, layout, seed, size, i, p, k, kw) for i, (p, k) in studies]
     # every folder once, here, before any worker starts (the report of a MIMIC study lies in its image folder's parent)
     _make_dirs(out, (r for i, (p, k) in studies for r in _ids(layout, seed, dict(index=i, patient=p, visit=k))["images"]))
@@ -1175,6 +1232,8 @@ def make_dataset(out_dir, n: int, seed: int = 0, layout: str = "mimic", size: in
             rows = list(ex.map(_write_one, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
     else:
         rows = [_write_one(j) for j in jobs]
+    for r in rows:
+        r["report"] = study_report(r, report_section)
     {"mimic": _write_mimic, "iu": _write_iu, "nih": _write_nih}[layout](out, rows, seed)
     _write_ground_truth(out, rows)
     return out
@@ -1240,7 +1299,7 @@ def _write_ground_truth(out, rows):
 
 
 def main(argv=None) -> int:
-    "`clinical-bert synth OUT_DIR --n N --seed S --layout mimic|iu|nih --size 256 --workers W`"
+    "`clinical-bert synth OUT_DIR --n N --seed S --layout mimic|iu|nih --size 256 --workers W [--overwrite]`"
     ap = argparse.ArgumentParser(prog="clinical-bert synth", description="Write the synthetic chest-radiograph benchmark in a real data set layout.")
     ap.add_argument("out_dir")
     ap.add_argument("--n", type=int, default=1000, help="number of studies")
@@ -1248,8 +1307,17 @@ def main(argv=None) -> int:
     ap.add_argument("--layout", choices=LAYOUTS, default="mimic")
     ap.add_argument("--size", type=int, default=256, help="image side in pixels")
     ap.add_argument("--workers", type=int, default=1, help="processes")
+    ap.add_argument("--report-section", choices=REPORT_SECTIONS, default="findings",
+                    help="IU X-Ray report: the FINDINGS section (R2Gen's protocol) or findings + impression")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace a synthetic data set in OUT_DIR (files that synth did not write are never touched)")
     a = ap.parse_args(argv)
-    root = make_dataset(a.out_dir, a.n, a.seed, a.layout, a.size, a.workers)
+    try:
+        root = make_dataset(a.out_dir, a.n, a.seed, a.layout, a.size, a.workers,
+                            report_section=a.report_section, overwrite=a.overwrite)
+    except FileExistsError as e:
+        print(f"clinical-bert synth: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {a.n} synthetic {a.layout} studies to {root}")
     return 0
 

@@ -25,9 +25,10 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'STYLES', 'DEID', 'SENTENCE_END', 'SPECIALS', 'LANGS', 'OPENI_COLUMNS', 'OPENI_ARCHIVE', 'split_sentences',
-           'clean_report', 'Vocab', 'tokenize', 'build', 'encode', 'decode', 'save', 'load', 'openi_archive',
-           'parse_openi_xml', 'read_openi_reports', 'iu_report', 'seeded_split', 'iu_protocol_split']
+__all__ = ['logger', 'STYLES', 'DEID', 'SENTENCE_END', 'SPECIALS', 'LANGS', 'OPENI_COLUMNS', 'OPENI_ARCHIVE', 'REPORT_SECTIONS',
+           'split_sentences', 'clean_report', 'Vocab', 'tokenize', 'build', 'encode', 'decode', 'save', 'load',
+           'openi_archive', 'parse_openi_xml', 'read_openi_reports', 'report_sections', 'iu_report', 'seeded_split',
+           'iu_protocol_split']
 
 # %% ../nbs/00_text.ipynb #20fdeee0
 _ABBREV = re.compile(r"\b(?:e\.g|i\.e|vs|approx|dr|a\.m|p\.m)\.", re.I)
@@ -364,9 +365,24 @@ def read_openi_reports(path=None,  # NLMCXR_reports.tgz, its extracted folder, o
     return df
 
 
-def iu_report(row) -> str:
-    "The report text of an OpenI row: findings, then impression (the IU X-Ray protocol's report)."
-    parts = [str(row[k]).strip() for k in ("findings", "impression") if isinstance(row[k], str) and row[k].strip()]
+# %% ../nbs/00_text.ipynb #0e888652
+REPORT_SECTIONS = ("findings", "findings_impression")  # the values of report_section
+
+
+def report_sections(report_section: str = "findings",  # "findings" (R2Gen protocol) or "findings_impression"
+                    ) -> tuple[str, ...]:
+    "The sections whose text makes the report, in order; any other value is a ValueError."
+    if report_section not in REPORT_SECTIONS:
+        raise ValueError(f"report_section={report_section!r}: use one of {REPORT_SECTIONS} "
+                         "('findings' is the protocol the paper's report-generation tables compare with)")
+    return ("findings",) if report_section == "findings" else ("findings", "impression")
+
+
+def iu_report(row,  # an OpenI row (or any mapping with 'findings' and 'impression')
+              report_section: str = "findings") -> str:
+    "The report text of an OpenI row: its FINDINGS, or findings then impression; each part ends a sentence."
+    parts = [str(row[k]).strip() for k in report_sections(report_section)
+             if isinstance(row[k], str) and row[k].strip()]
     return " ".join(p if p[-1] in ".!?;" else p + "." for p in parts)
 
 # %% ../nbs/00_text.ipynb #aa1656bf

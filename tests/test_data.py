@@ -309,3 +309,102 @@ def test_labels_from_reports(tmp_path):
     assert ds.label_names == list(CHEXPERT_LABELS) and ds[0]["labels"].shape == (14,)
     effusion = CHEXPERT_LABELS.index("Pleural Effusion")
     assert ds[1]["labels"][effusion] == 1 and ds[0]["labels"][effusion] == 0
+
+
+# ---- the report text, the vocabulary count, and more bad input ----------------------------------
+
+def test_mimic_report_is_findings_and_studies_without_are_counted(tmp_path):
+    from clinical_bert.text import clean_report
+
+    dirs = mimic_tree(tmp_path)
+    (dirs[1].parent / f"{dirs[1].name}.txt").write_text("INDICATION: Cough.\n\nIMPRESSION: Normal chest.")
+    ds = MimicCxrDataset(tmp_path, "train", **SMALL)
+    assert len(ds) == 3 and ds.skipped == {"no findings section": 1} and ds.skipped_ids == {"no findings section": ["d1"]}
+    assert "no findings section: 1" in ds.summary() and ds.report_section == "findings"
+    assert ds[0]["report"] == clean_report("Heart size is normal.", style="mimic")  # no impression
+    both = MimicCxrDataset(tmp_path, "train", report_section="findings_impression", **SMALL)
+    assert len(both) == 4 and not both.skipped
+    assert both[0]["report"] == clean_report("Heart size is normal. No effusion 0.", style="mimic")
+    assert both[1]["report"] == clean_report("Normal chest.", style="mimic")
+    with pytest.raises(ValueError, match="report_section='impression': use one of"):
+        MimicCxrDataset(tmp_path, "train", report_section="impression", **SMALL)
+
+
+def test_vocabulary_counts_each_report_once(tmp_path):
+    "A study with three images: a word that only its report holds, twice, stays below min_count 3."
+    dirs = mimic_tree(tmp_path, n=2)
+    (dirs[0].parent / f"{dirs[0].name}.txt").write_text("FINDINGS: Small nodule. Small scar.")
+    for name in ("mimic-cxr-2.0.0-split.csv", "mimic-cxr-2.0.0-metadata.csv"):
+        t = pd.read_csv(tmp_path / name, dtype=str)
+        extra = pd.DataFrame([{**t.iloc[0].to_dict(), "dicom_id": f"d0{v}"} for v in "xy"])
+        pd.concat([t, extra]).to_csv(tmp_path / name, index=False)
+    for v in "xy":
+        png(dirs[0] / f"d0{v}.jpg", fmt="JPEG")
+    ds = MimicCxrDataset(tmp_path, "train", size=32, min_count=3, tagger=False)
+    assert len(ds) == 4 and (ds.table["study"] == ds.table["study"][0]).sum() == 3  # three images, one study
+    assert "small" not in ds.vocab.stoi  # 2 counts, not 3 x 2
+    assert "small" in MimicCxrDataset(tmp_path, "train", size=32, min_count=2, tagger=False).vocab.stoi
+    # R2Gen's MIMIC-CXR annotation.json has one item per image: items are grouped by their study_id
+    items = [{"id": f"i{k}", "study_id": 5, "subject_id": 1, "report": "Small nodule. Small scar.",
+              "image_path": [f"s0/{k}.png"], "split": "train"} for k in range(3)]
+    for k in range(3):
+        png(tmp_path / "ann" / "images" / "s0" / f"{k}.png", k)
+    (tmp_path / "ann" / "annotation.json").write_text(json.dumps({"train": items, "val": [], "test": []}))
+    ann = AnnotationDataset(tmp_path / "ann" / "annotation.json", tmp_path / "ann" / "images", style="mimic",
+                            size=32, min_count=3, tagger=False)
+    assert len(ann) == 3 and ann.n_views == 1 and "small" not in ann.vocab.stoi
+
+
+def test_dcm_that_is_not_dicom_is_a_skipped_corrupt_image(tmp_path, caplog):
+    "Empty, text and renamed-PNG .dcm files: each item is None, counted once as a corrupt image."
+    dirs = mimic_tree(tmp_path, n=3)
+    (dirs[0] / "d0.dcm").write_bytes(b"")
+    (dirs[1] / "d1.dcm").write_text("this is not an image\n")
+    (dirs[2] / "d2.dcm").write_bytes(png(tmp_path / "p.png").read_bytes())
+    ds = MimicCxrDataset(tmp_path, "train", image_ext=".dcm", **SMALL)
+    assert len(ds) == 3
+    with caplog.at_level(logging.WARNING, logger="clinical_bert.data"):
+        assert [ds[i] for i in range(3)] == [None, None, None]
+    assert ds.skipped == {"corrupt image": 3} and ds.skipped_ids == {"corrupt image": ["d0", "d1", "d2"]}
+    assert "3 more when read (corrupt image: 3)" in ds.summary()
+    assert any("d1.dcm: corrupt image" in r.getMessage() for r in caplog.records)
+    assert skip_none_collate([ds[0], ds[1]]) is None
+    with pytest.raises(ImageDecodeError, match="d2.dcm: corrupt image"):
+        load_image(dirs[2] / "d2.dcm")
+
+
+def test_mimic_split_value_unknown(tmp_path):
+    mimic_tree(tmp_path)
+    p = tmp_path / "mimic-cxr-2.0.0-split.csv"
+    t = pd.read_csv(p, dtype=str)
+    t.loc[2, "split"] = "TRAINING"
+    t.to_csv(p, index=False)
+    with pytest.raises(DataError) as e:
+        MimicCxrDataset(tmp_path, "train", **SMALL)
+    msg = str(e.value)
+    assert msg.startswith(str(p)) and "line 4, column 'split': unknown split 'TRAINING'" in msg
+    assert "'train', 'validate' and 'test'" in msg and "correct the file" in msg
+    t.loc[2, "split"] = "Train"  # the allowed values in another case are read
+    t.to_csv(p, index=False)
+    assert len(MimicCxrDataset(tmp_path, "train", **SMALL)) == 4
+
+
+@pytest.mark.parametrize("field,value", [("image_path", 3), ("image_path", None), ("image_path", ["s1/0.png", 2]),
+                                         ("report", 7), ("report", ["Heart normal."]), ("id", None)])
+def test_annotation_item_of_wrong_type_names_it(tmp_path, field, value):
+    ann = annotation(tmp_path)
+    ann["train"][1][field] = value
+    (tmp_path / "annotation.json").write_text(json.dumps(ann))
+    with pytest.raises(DataError) as e:
+        AnnotationDataset(tmp_path / "annotation.json", tmp_path / "images", **SMALL)
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'annotation.json'}: train[1] (id ") and f"field '{field}'" in msg
+    assert repr(value) in msg and "correct the item" in msg and "\n" not in msg
+
+
+def test_annotation_null_report_is_an_empty_report(tmp_path):
+    ann = annotation(tmp_path)
+    ann["train"][1]["report"] = None
+    (tmp_path / "annotation.json").write_text(json.dumps(ann))
+    ds = AnnotationDataset(tmp_path / "annotation.json", tmp_path / "images", **SMALL)
+    assert len(ds) == 2 and ds.skipped == {"empty report": 1} and ds.n_views == 2  # IU X-Ray: two views

@@ -19,7 +19,7 @@ def digest(root):
 def test_workers_write_the_same_bytes(tmp_path):
     one = digest(make_dataset(tmp_path / "w1", 12, seed=3, layout="mimic", size=64, workers=1))
     two = digest(make_dataset(tmp_path / "w2", 12, seed=3, layout="mimic", size=64, workers=2))
-    assert one == two and len(one) == 12 * 3 + 5  # jpg + masks + txt per study, 3 CSVs + 2 ground truth files
+    assert one == two and len(one) == 12 * 3 + 6  # jpg + masks + txt per study, 3 CSVs, 2 ground truth files, manifest
 
 
 def test_seeds_differ(tmp_path):
@@ -77,3 +77,45 @@ def test_iu_and_nih_loaders_read_synthetic(tmp_path):
     names = list(ds.label_names)
     want = [float(n in str(gt.loc[item["id"], "nih"]).split("|")) for n in names]
     np.testing.assert_array_equal(item["labels"].numpy(), np.array(want, np.float32))
+
+
+def test_iu_report_is_the_findings_section(tmp_path):
+    root = make_dataset(tmp_path / "iu", 8, seed=2, layout="iu", size=64)
+    truth = {r["id"]: r for r in map(json.loads, (root / "ground_truth.jsonl").read_text().splitlines())}
+    items = [it for v in json.loads((root / "annotation.json").read_text()).values() for it in v]
+    assert len(items) == 8 and all(it["report"] == truth[it["id"]]["findings_text"] for it in items)
+    assert all(truth[it["id"]]["impression"] not in it["report"] for it in items)
+    both = make_dataset(tmp_path / "both", 8, seed=2, layout="iu", size=64, report_section="findings_impression")
+    items = [it for v in json.loads((both / "annotation.json").read_text()).values() for it in v]
+    assert all(it["report"] == truth[it["id"]]["findings_text"] + " " + truth[it["id"]]["impression"] for it in items)
+    with pytest.raises(ValueError, match="use one of"):
+        make_dataset(tmp_path / "x", 2, layout="iu", size=64, report_section="impression")
+    assert not (tmp_path / "x").exists()  # refused before writing anything
+
+
+def test_synth_refuses_a_folder_it_did_not_write(tmp_path, capsys):
+    "A user's IU X-Ray copy: synth exits non-zero with one line, with or without --overwrite, and changes nothing."
+    out = tmp_path / "iu_xray"
+    (out / "images" / "CXR1_IM-1000").mkdir(parents=True)
+    (out / "annotation.json").write_text('{"train": []}')
+    (out / "images" / "CXR1_IM-1000" / "0.png").write_bytes(b"the user's film")
+    before = digest(out)
+    assert main([str(out), "--n", "3", "--layout", "iu", "--size", "64"]) != 0
+    err = capsys.readouterr().err
+    assert "not empty" in err and "--overwrite" in err and err.count("\n") == 1
+    assert main([str(out), "--n", "3", "--layout", "iu", "--size", "64", "--overwrite"]) != 0
+    err = capsys.readouterr().err
+    assert "synth did not write" in err and err.count("\n") == 1
+    assert digest(out) == before
+
+
+def test_overwrite_rewrites_only_its_own_files(tmp_path, capsys):
+    out = tmp_path / "m"
+    make_dataset(out, 4, seed=1, layout="mimic", size=64)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):
+        make_dataset(out, 2, seed=1, layout="mimic", size=64)
+    assert main([str(out), "--n", "2", "--seed", "2", "--layout", "mimic", "--size", "64", "--overwrite"]) == 0
+    capsys.readouterr()
+    fresh = digest(make_dataset(tmp_path / "fresh", 2, seed=2, layout="mimic", size=64))
+    assert digest(out) == {**fresh, "notes.txt": hashlib.md5(b"mine").hexdigest()}  # the seed-1 files are gone
