@@ -277,10 +277,14 @@ def most_common_report(self: Experiment, dataset: str, meteor: bool = True) -> d
     return {**nlg_scores(refs, hyps, meteor=meteor), **ce_scores(refs, hyps)}
 
 # %% ../nbs/09c_pipeline.ipynb #64bf39c9
-def _fmt(v) -> str:
+def _fmt(v, exact: bool = False) -> str:
+    "3 decimals; `exact` (the paper's numbers): as printed in the paper, up to 4 decimals (0.8293, 0.170)."
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
-    return f"{v:.3f}" if isinstance(v, (float, np.floating)) else str(v)
+    if not isinstance(v, (float, np.floating)):
+        return str(v)
+    s = f"{v:.4f}" if exact else f"{v:.3f}"
+    return s[:-1] if exact and s.endswith("0") else s
 
 
 @patch
@@ -289,7 +293,8 @@ def write_table(self: Experiment, df: pd.DataFrame, name: str, caption: str) -> 
     md = [f"**{caption}** ({self.source}).", ""]
     cols = [str(c) for c in df.columns]
     md += ["| " + " | ".join([df.index.name or ""] + cols) + " |", "|" + "---|" * (len(cols) + 1)]
-    md += ["| " + " | ".join([str(i)] + [_fmt(v) for v in row]) + " |" for i, row in zip(df.index, df.to_numpy(object))]
+    md += ["| " + " | ".join([str(i)] + [_fmt(v, "paper" in k) for k, v in zip(cols, row)]) + " |"
+           for i, row in zip(df.index, df.to_numpy(object))]
     if any("paper" in c for c in cols):
         md += ["", "Columns marked *paper* are the paper's numbers on the real data sets (the source of each, a table "
                "of the paper or its text, is in clinical_bert/assets/paper_numbers.csv; n/a: the paper has no "
