@@ -30,7 +30,7 @@ from clinical_bert.generate import generate
 from clinical_bert.model import ClinicalBert, ClinicalBertConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import resolve_device  # noqa: E402
+from benchlib import RANDOM_INIT, resolve_device  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -73,7 +73,7 @@ def main(argv=None):
         autocast = contextlib.nullcontext
     modes = [m.strip() for m in a.modes.split(",")]
     torch.manual_seed(0)
-    cfg = ClinicalBertConfig.preset(a.preset, vocab_size=a.vocab, max_text_len=max(a.max_len))
+    cfg = ClinicalBertConfig.preset(a.preset, vocab_size=a.vocab, max_text_len=max(a.max_len), **RANDOM_INIT)
     model = ClinicalBert(cfg).to(device).eval()
     x = torch.randn(a.batch, 3, cfg.image_size, cfg.image_size, device=device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'CPU'}, {a.threads} threads"

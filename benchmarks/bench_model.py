@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import is_cuda, resolve_device, run_main, spawn  # noqa: E402,F401  (spawn: bench_train imports it from here)
+from benchlib import RANDOM_INIT, is_cuda, resolve_device, run_main, spawn  # noqa: E402,F401  (spawn: bench_train imports it from here)
 
 SETTINGS = {  # preset: (batch size, words per report, vocabulary size, timed steps)
     "tiny": (8, 20, 100, 20),
@@ -99,7 +99,8 @@ def _setup(preset, variant, device, state=None):
 
     B, L, V, _ = SETTINGS[preset]
     torch.manual_seed(0)
-    cfg = ClinicalBertConfig.preset(preset, vocab_size=V, attn_implementation="sdpa" if variant == "model" else "eager")
+    cfg = ClinicalBertConfig.preset(preset, vocab_size=V, attn_implementation="sdpa" if variant == "model" else "eager",
+                                    **RANDOM_INIT)
     model = ClinicalBert(cfg).to(device)
     if state is not None:
         model.load_state_dict(state)

@@ -30,12 +30,12 @@ from clinical_bert.data import ImageCache, image_transform, load_image, resize_f
 
 
 def write_films(out: Path, n: int, width: int, height: int, seed: int = 0) -> list[Path]:
-    "n grey JPEGs of width x height with smooth, film-like texture and grain (quality 95)."
+    "n grey JPEGs of width x height: smooth shapes of a film plus pixel grain (quality 95)."
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for k in range(n):
-        low = rng.integers(0, 255, (max(2, height // 16), max(2, width // 16)), dtype=np.uint8)
+        low = rng.integers(0, 255, (max(2, height // 128), max(2, width // 128)), dtype=np.uint8)  # ~13 px cells at 256
         x = np.asarray(Image.fromarray(low).resize((width, height), Image.BILINEAR), dtype=np.int16)
         x = np.clip(x + rng.integers(-8, 8, x.shape, dtype=np.int16), 0, 255).astype(np.uint8)
         p = out / f"film{k:03d}.jpg"

@@ -1,6 +1,6 @@
 """Training throughput of the full Clinical-BERT training step through `learner.Learner`, per preset.
 
-Usage: python benchmarks/bench_train.py [--presets tiny small] [--paper] [--steps N] [--threads 1]
+Usage: python benchmarks/bench_train.py [--presets tiny small] [--paper] [--steps N] [--batch B] [--threads 1]
                                         [--device cpu|cuda|cuda:N] [--precision fp32|bf16]
                                         [--peak-tflops T] [--json FILE]
 
@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_model import baseline_loss, rss_mb  # noqa: E402  (same baseline as the model benchmark)
-from benchlib import is_cuda, mfu, paper_train_flops, peak_tflops, resolve_device, run_main, spawn  # noqa: E402
+from benchlib import RANDOM_INIT, is_cuda, mfu, paper_train_flops, peak_tflops, resolve_device, run_main, spawn  # noqa: E402
 
 SETTINGS = {  # preset: (micro-batch, words per report, vocabulary size, optimizer steps timed)
     "tiny": (8, 20, 100, 30),
@@ -60,14 +60,16 @@ def make_items(cfg, n, L, seed=0):
     return items, sorted(mesh)
 
 
-def build(preset, variant, device):
+def build(preset, variant, device, batch=0):
     from clinical_bert.masks import Collator
     from clinical_bert.model import ClinicalBert, ClinicalBertConfig, ClinicalBertOutput
     from clinical_bert.text import Vocab
 
     B, L, V, _ = SETTINGS[preset]
+    B = batch or B
     torch.manual_seed(0)
-    cfg = ClinicalBertConfig.preset(preset, vocab_size=V, attn_implementation="sdpa" if variant == "model" else "eager")
+    cfg = ClinicalBertConfig.preset(preset, vocab_size=V, attn_implementation="sdpa" if variant == "model" else "eager",
+                                    **RANDOM_INIT)
 
     class Baseline(ClinicalBert):
         def forward(self, batch):
@@ -79,13 +81,13 @@ def build(preset, variant, device):
     return model, vocab, cfg, B, L
 
 
-def run_variant(preset, variant, steps, threads, device, precision, q):
+def run_variant(preset, variant, steps, threads, device, precision, batch, q):
     "Train `steps` optimizer steps (after 3 warm-up steps) in this process; samples/s, peak memory, FLOPs."
     from clinical_bert.learner import Learner, TrainConfig
     from clinical_bert.masks import Collator
 
     torch.set_num_threads(threads)
-    model, vocab, cfg, B, L = build(preset, variant, device)
+    model, vocab, cfg, B, L = build(preset, variant, device, batch)
     warm = 3
     items, mesh = make_items(cfg, B * (steps + warm), L)
     collate = Collator(vocab, mesh, mode="pretrain", task_probs=cfg.task_probs, max_len=L)
@@ -125,6 +127,7 @@ def main(argv=None):
     ap.add_argument("--presets", nargs="+", default=["tiny", "small"], choices=list(SETTINGS))
     ap.add_argument("--paper", action="store_true", help="add the paper preset (a GPU job)")
     ap.add_argument("--steps", type=int, default=0, help="timed optimizer steps (0: the preset's default)")
+    ap.add_argument("--batch", type=int, default=0, help="micro-batch (0: the preset's default)")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (machines here are shared)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                     help="cpu, cuda (= cuda:LOCAL_RANK) or cuda:N")
@@ -146,12 +149,12 @@ def main(argv=None):
     results = {}
     for preset in presets:
         steps = a.steps or SETTINGS[preset][3]
-        m = spawn(run_variant, preset, "model", steps, a.threads, a.device, prec)
-        b = spawn(run_variant, preset, "baseline", steps, a.threads, a.device, prec)
+        m = spawn(run_variant, preset, "model", steps, a.threads, a.device, prec, a.batch)
+        b = spawn(run_variant, preset, "baseline", steps, a.threads, a.device, prec, a.batch)
         util = mfu(m["samples_s"], m["flops"], peak)
         results[preset] = {"model": m, "baseline": b, "mfu": util, "peak_tflops": peak, "device": name,
                            "precision": prec}
-        print(f"{preset:6s} {m['params'] / 1e6:7.2f}M {SETTINGS[preset][0]:3d} | {m['samples_s']:9.1f} {m['peak_mb']:8.0f} | "
+        print(f"{preset:6s} {m['params'] / 1e6:7.2f}M {a.batch or SETTINGS[preset][0]:3d} | {m['samples_s']:9.1f} {m['peak_mb']:8.0f} | "
               f"{b['samples_s']:12.1f} {b['peak_mb']:8.0f} | {m['samples_s'] / b['samples_s']:7.2f}x "
               f"{m['peak_mb'] / max(b['peak_mb'], 1e-9):8.2f}x | {m['flops'] / 1e9:12.2f} "
               f"{'' if util != util else f'{100 * util:5.1f}%'}", flush=True)

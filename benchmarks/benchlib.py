@@ -34,6 +34,9 @@ def is_cuda(device) -> bool:
     return str(device).split(":")[0] == "cuda"
 
 
+# Random weights: speed does not depend on them, and a GPU machine has no network for ImageNet / BERT weights.
+RANDOM_INIT = dict(backbone_weights="none", encoder_init="none")
+
 # --- FLOP arithmetic -----------------------------------------------------------------------------------
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from the vendors' data sheets, matched as
