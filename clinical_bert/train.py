@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from .data import (AnnotationDataset, CovCtrDataset, DataError, IuXrayDataset, MimicCxrDataset,
-                                NihChestXrayDataset, resize_for)
+                                NihChestXrayDataset, dataset_spec, resize_for)
 from .learner import Learner, TrainConfig, dist_info, to_device, unwrap
 from .masks import Collator
 from .model import (BACKBONE_ENV, FINETUNE_VOCABS, ClinicalBert, ClinicalBertConfig, backbone_state_dict,
@@ -33,8 +33,8 @@ from .synthetic import SYNTH_VERSION
 from .text import Vocab
 
 # %% auto #0
-__all__ = ['RUN_SIZES', 'STAGES', 'LAYOUT_OF', 'DATASETS', 'LOSS_NAMES', 'DEFAULT_DATASET', 'run_size', 'recipe_key',
-           'split_batch', 'train_config', 'num_threads', 'synthetic_benchmark', 'as_vocab', 'load_splits',
+__all__ = ['RUN_SIZES', 'STAGES', 'LAYOUT_OF', 'DATASETS', 'LOSS_NAMES', 'DEFAULT_DATASET', 'run_size', 'decode_len',
+           'recipe_key', 'split_batch', 'train_config', 'num_threads', 'synthetic_benchmark', 'as_vocab', 'load_splits',
            'save_model_dir', 'load_model', 'check_vocab', 'shipped_bert', 'bert_sizes', 'resolve_bert', 'check_bert',
            'build_model', 'pretrain', 'task_losses', 'plot_losses', 'to_data_vocab', 'finetune_rrg', 'bleu4_metric',
            'rd_probabilities', 'auc_metric', 'prior_logits', 'finetune_rd', 'pretrain_main', 'rrg_main', 'rd_main']
@@ -83,6 +83,14 @@ def run_size(preset: str) -> dict:
     if preset not in RUN_SIZES:
         raise ValueError(f"preset={preset!r}; use one of {tuple(RUN_SIZES)}")
     return json.loads(json.dumps(RUN_SIZES[preset]))
+
+
+def decode_len(preset: str, dataset: str) -> int:
+    "Words decoded on `dataset`: its length in the paper (DATASET_SPECS), capped by the run size's max_len (tiny, small)."
+    n, cap = dataset_spec(dataset).max_len, run_size(preset)["max_len"]
+    if n is None:
+        raise DataError(f"{dataset}: a diagnosis data set has no reports to decode; use mimic, iu or covctr")
+    return n if cap is None else min(n, cap)
 
 
 def recipe_key(preset: str) -> str:
