@@ -16,6 +16,7 @@ import re
 import shutil
 import time
 import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -27,16 +28,19 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from safetensors.torch import load_model, save_model
 from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from tqdm import tqdm
 
 # %% auto #0
-__all__ = ['SCHEDULERS', 'PRECISIONS', 'VISUAL_PREFIX', 'CKPT_RE', 'ORDER_FIELDS', 'CSV_FIELDS', 'TrainConfig', 'ToyOutput',
-           'ToyTwoTask', 'ToyImages', 'lr_factor', 'make_scheduler', 'no_decay', 'unwrap', 'param_groups',
+__all__ = ['SCHEDULERS', 'PRECISIONS', 'VISUAL_PREFIX', 'CKPT_RE', 'ORDER_FIELDS', 'STREAMS', 'CSV_FIELDS', 'TrainConfig',
+           'ToyOutput', 'ToyTwoTask', 'ToyImages', 'lr_factor', 'make_scheduler', 'no_decay', 'unwrap', 'param_groups',
            'make_optimizer', 'seed_everything', 'rng_state', 'set_rng_state', 'forked_rng', 'collate_generator',
-           'deterministic_mode', 'mix_seed', 'EpochSampler', 'replace_dir', 'write_dir', 'save_checkpoint',
-           'load_checkpoint', 'list_checkpoints', 'latest_checkpoint', 'checkpoint_bytes', 'check_out_dir', 'dist_info',
-           'init_distributed', 'pick_device', 'to_device', 'batch_len', 'Learner']
+           'deterministic_mode', 'cuda_speed_mode', 'mix_seed', 'EpochSampler', 'replace_dir', 'write_dir',
+           'save_checkpoint', 'load_checkpoint', 'list_checkpoints', 'latest_checkpoint', 'checkpoint_bytes',
+           'check_out_dir', 'dist_info', 'init_distributed', 'resolve_device', 'pick_device', 'resolve_workers',
+           'to_device', 'batch_len', 'Learner', 'KeyedBatches', 'KeyedData', 'SeededCollate', 'count_syncs']
 
 # %% ../nbs/06_learner.ipynb #042cf5c0
 SCHEDULERS = ("linear", "cosine", "constant")  # decay after the warm-up
@@ -64,13 +68,18 @@ class TrainConfig:
     keep_last: int = 2  # step checkpoints kept on disk (the newest ones)
     out_dir: str = "runs/train"  # checkpoints/, best/, metrics.csv, tb/
     log_every: int = 10  # optimizer steps between train rows in metrics.csv / TensorBoard
-    num_workers: int = 0  # DataLoader workers (bit-exact resume needs 0 when data are random)
+    num_workers: int | None = None  # DataLoader workers; None: 0 on CPU, up to 8 per process on CUDA
+    prefetch_factor: int = 2  # batches each worker prepares ahead (with workers)
     resume: bool = True  # continue from the newest checkpoint in out_dir
     valid_batch_size: int | None = None  # None: batch_size
     progress: bool = True  # tqdm bars (rank 0)
     tensorboard: bool = True  # out_dir/tb
     device: str | None = None  # None: cuda:LOCAL_RANK when CUDA is there, else cpu
     find_unused_parameters: bool = False  # DistributedDataParallel option
+    fused: bool = True  # fused AdamW (CPU and CUDA): one kernel, and a non-finite step is skipped on the device
+    tf32: bool = True  # TF32 matmuls on CUDA
+    cudnn_benchmark: bool | None = None  # cuDNN autotuning; None: on CUDA unless deterministic
+    compile_visual: bool = False  # torch.compile the visual backbone (its input size is fixed)
     min_free_bytes: int | None = None  # free disk needed at start; None: estimate from the model
 
     def __post_init__(self):
@@ -79,7 +88,9 @@ class TrainConfig:
                   "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
                   "accum_steps": self.accum_steps >= 1, "warmup": 0 <= self.warmup < 1,
                   "ckpt_every": self.ckpt_every >= 0, "keep_last": self.keep_last >= 1,
-                  "log_every": self.log_every >= 1, "lr": self.lr > 0 and self.lr_visual >= 0}
+                  "log_every": self.log_every >= 1, "lr": self.lr > 0 and self.lr_visual >= 0,
+                  "num_workers": self.num_workers is None or self.num_workers >= 0,
+                  "prefetch_factor": self.prefetch_factor >= 1}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"TrainConfig: bad {', '.join(bad)} ({', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}); "
@@ -187,9 +198,9 @@ def param_groups(model: nn.Module, cfg: TrainConfig, visual_prefix: str = VISUAL
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    "AdamW over `param_groups` with the config's betas and eps."
+    "AdamW over `param_groups` with the config's betas and eps, fused when `cfg.fused`."
     return torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-                             weight_decay=cfg.weight_decay)
+                             weight_decay=cfg.weight_decay, fused=cfg.fused or None)
 
 # %% ../nbs/06_learner.ipynb #809202be
 def seed_everything(seed: int) -> None:
@@ -255,6 +266,24 @@ def deterministic_mode(on: bool = True):
     finally:
         torch.use_deterministic_algorithms(prev[0])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = prev[1:]
+
+
+@contextlib.contextmanager
+def cuda_speed_mode(cfg: TrainConfig, device: torch.device):
+    "On CUDA, inside the block: TF32 matmuls (cfg.tf32) and cuDNN autotuning (cfg.cudnn_benchmark, never when deterministic)."
+    if device.type != "cuda":
+        yield
+        return
+    prev = torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark
+    if cfg.tf32:
+        torch.set_float32_matmul_precision("high")  # TF32 tensor cores for fp32 matmuls
+    bench = cfg.cudnn_benchmark if cfg.cudnn_benchmark is not None else True
+    torch.backends.cudnn.benchmark = bench and not cfg.deterministic
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(prev[0])
+        torch.backends.cudnn.benchmark = prev[1]
 
 # %% ../nbs/06_learner.ipynb #31a7f036
 def mix_seed(*xs: int) -> int:
@@ -406,11 +435,34 @@ def init_distributed(device: torch.device) -> bool:
     return True
 
 
+def resolve_device(device: str | None,  # "cpu", "cuda", "cuda:1", ...; None: the best there is
+                   local_rank: int = 0,  # this process's GPU on the node (torchrun's LOCAL_RANK)
+                   cuda: bool = False,  # whether CUDA is available
+                   ) -> torch.device:
+    "The device of this process: a bare \"cuda\" (or None with CUDA) means cuda:local_rank."
+    d = torch.device(device) if device else torch.device("cuda" if cuda else "cpu")
+    return torch.device(d.type, local_rank) if d.type == "cuda" and d.index is None else d
+
+
 def pick_device(cfg: TrainConfig) -> torch.device:
-    "cfg.device, else cuda:LOCAL_RANK when CUDA is there, else cpu."
-    if cfg.device:
-        return torch.device(cfg.device)
-    return torch.device("cuda", dist_info()[1]) if torch.cuda.is_available() else torch.device("cpu")
+    "cfg.device, else cuda:LOCAL_RANK when CUDA is there, else cpu; a bare \"cuda\" means cuda:LOCAL_RANK."
+    return resolve_device(cfg.device, dist_info()[1], torch.cuda.is_available())
+
+
+def resolve_workers(num_workers: int | None,  # TrainConfig.num_workers
+                    device: torch.device,
+                    cpus: int | None = None,  # CPUs this process may use; None: os.sched_getaffinity
+                    local_world_size: int | None = None,  # processes on this node; None: LOCAL_WORLD_SIZE or 1
+                    ) -> int:
+    "DataLoader workers: num_workers if given, else 0 on CPU and min(8, cpus / processes per node) on CUDA."
+    if num_workers is not None:
+        return num_workers
+    if device.type != "cuda":
+        return 0
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    local = local_world_size or int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(1, min(8, cpus // local))
 
 
 def to_device(x: Any, device: torch.device) -> Any:
@@ -446,10 +498,6 @@ def _is_dataset(x) -> bool:
     return hasattr(x, "__getitem__") and hasattr(x, "__len__")
 
 
-def _seed_worker(worker_id: int) -> None:  # numpy in DataLoader workers (torch and python are seeded by torch)
-    np.random.seed(torch.initial_seed() % 2**32)
-
-
 class Learner:
     "The training loop: AdamW groups, accumulation, clipping, mixed precision, logging, validation, checkpoints, DDP."
     def __init__(self, model: nn.Module,
@@ -466,11 +514,11 @@ class Learner:
             raise ValueError(f"Learner: mode={mode!r}; use 'min' or 'max'")
         self.model, self.train_data, self.valid_data = model, train_data, valid_data
         self.collate_fn, self.cfg = collate_fn or default_collate, cfg or TrainConfig()
-        self.collate_rng = collate_generator(self.collate_fn)  # seeded, saved, restored and forked by the loop
         self.metric_fn, self.best_metric, self.mode, self.callbacks = metric_fn, best_metric, mode, list(callbacks)
         self.out_dir = Path(self.cfg.out_dir)
         self.epoch = self.batch = self.step = 0  # position: epoch, micro-batches done in it, optimizer steps
         self.best, self.history, self.resumed_from = None, [], None
+        self._loaders, self._pending = {}, []  # the training DataLoader (kept: persistent workers); unread step checks
         self.rank, self.local_rank, self.world_size = dist_info()
 
     @property
@@ -483,6 +531,60 @@ class Learner:
             tqdm.write(msg)
 
 # %% ../nbs/06_learner.ipynb #b795a2c5
+STREAMS = {"train": 0, "valid": 1, "metric": 2}  # the key's first element: which loader a batch belongs to
+
+
+class KeyedBatches(Sampler[list]):
+    "An `EpochSampler`'s batches as lists of keys (stream, epoch, rank, batch, position, index)."
+    def __init__(self, sampler: EpochSampler, batch_size: int,
+                 stream: int = 0):  # STREAMS: training, validation or the metric's full validation set
+        self.sampler, self.batch_size, self.stream = sampler, batch_size, stream
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        "Epoch `epoch` from its batch `start`."
+        self.sampler.set_epoch(epoch, start * self.batch_size)
+
+    def __len__(self):
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self):
+        s, bs = self.sampler, self.batch_size
+        idx, first = list(s), s.start // bs
+        for b in range(len(self)):
+            head = (self.stream, s.epoch, s.rank, first + b)
+            yield [head + (j, i) for j, i in enumerate(idx[b * bs:(b + 1) * bs])]
+
+
+class KeyedData(Dataset):
+    "`data` read with `KeyedBatches` keys: (batch key, item); in a worker a batch's first item seeds python, numpy, torch."
+    def __init__(self, data, seed: int = 0):
+        self.data, self.seed = data, seed
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, key: tuple):
+        head, (j, i) = key[:4], key[4:]
+        if j == 0 and torch.utils.data.get_worker_info() is not None:
+            seed_everything(mix_seed(self.seed, *head, 1))  # augmentations: the same in any worker
+        return head, self.data[i]
+
+
+class SeededCollate:
+    "Collate (batch key, item) pairs with `collate_fn`, seeding it from (seed, batch key) first."
+    def __init__(self, collate_fn: Callable, seed: int = 0):
+        self.collate_fn, self.seed = collate_fn, seed
+
+    def __call__(self, pairs: list):
+        head, items = pairs[0][0], [it for _, it in pairs]
+        s, fn = mix_seed(self.seed, *head, 0), self.collate_fn
+        if hasattr(fn, "seed_batch"):  # masks.Collator
+            fn.seed_batch(s)
+        elif collate_generator(fn) is not None:
+            collate_generator(fn).manual_seed(s)
+        return fn(items)
+
+
 @patch
 def _loader(self: Learner, data, epoch: int, start: int, train: bool, shard: bool = True):
     "(iterable of batches, micro-batches in the whole epoch) for `epoch`, skipping the first `start` batches."
@@ -492,16 +594,19 @@ def _loader(self: Learner, data, epoch: int, start: int, train: bool, shard: boo
     if not _is_dataset(data):  # a loader factory
         batches = data(epoch, rank, world)
         return (batches if start == 0 else itertools.islice(batches, start, None)), len(batches)
-    sampler = EpochSampler(len(data), cfg.seed, shuffle=train, rank=rank, world_size=world)
-    n = math.ceil(sampler.num_samples / bs)
-    sampler.set_epoch(epoch, start * bs)
-    g = torch.Generator().manual_seed(mix_seed(cfg.seed, epoch, 1))
-    dl = DataLoader(data, bs, sampler=sampler, collate_fn=self.collate_fn, num_workers=cfg.num_workers,
-                    pin_memory=self.device.type == "cuda", generator=g, worker_init_fn=_seed_worker)
-    return dl, n
-
-
-
+    dl = self._loaders.get("train") if train else None
+    if dl is None:
+        stream = STREAMS["train" if train else "valid" if shard else "metric"]
+        keys = KeyedBatches(EpochSampler(len(data), cfg.seed, shuffle=train, rank=rank, world_size=world), bs, stream)
+        workers = resolve_workers(cfg.num_workers, self.device)
+        more = dict(persistent_workers=train, prefetch_factor=cfg.prefetch_factor) if workers else {}
+        dl = DataLoader(KeyedData(data, cfg.seed), batch_sampler=keys, collate_fn=SeededCollate(self.collate_fn, cfg.seed),
+                        num_workers=workers, pin_memory=self.device.type == "cuda",
+                        generator=torch.Generator().manual_seed(mix_seed(cfg.seed, rank, 1)), **more)
+        if train:
+            self._loaders["train"] = dl
+    dl.batch_sampler.set_epoch(epoch, start)
+    return dl, math.ceil(dl.batch_sampler.sampler.num_samples / bs)
 
 # %% ../nbs/06_learner.ipynb #13713815
 @patch
@@ -519,6 +624,11 @@ def setup(self: Learner) -> None:
     if self.device.type == "cuda":
         torch.cuda.set_device(self.device)
     model = unwrap(self.model).to(self.device)
+    if cfg.compile_visual:  # in place: parameter names and checkpoints stay as they are
+        backbone = getattr(getattr(model, "visual", None), "backbone", None)
+        if backbone is None:
+            raise ValueError("compile_visual=True but the model has no visual.backbone; set compile_visual=False")
+        backbone.compile()
     if self.is_main:
         need = cfg.min_free_bytes
         if need is None:
@@ -540,9 +650,7 @@ def setup(self: Learner) -> None:
     if last is not None:
         self._resume(last, model)
     else:
-        seed_everything(mix_seed(cfg.seed, self.rank))  # ranks draw different dropout / masking
-        if self.collate_rng is not None:
-            self.collate_rng.manual_seed(mix_seed(cfg.seed, self.rank, 3))
+        seed_everything(mix_seed(cfg.seed, self.rank))  # ranks draw different dropout
     self.model = model
     self.ddp = nn.parallel.DistributedDataParallel(
         model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
@@ -567,8 +675,6 @@ def _resume(self: Learner, path: Path, model: nn.Module) -> None:
     if self.scaler is not None and st.get("scaler"):
         self.scaler.load_state_dict(st["scaler"])
     set_rng_state(st["rng"][self.rank])
-    if self.collate_rng is not None and "collate" in st["rng"][self.rank]:
-        self.collate_rng.set_state(st["rng"][self.rank]["collate"])
     self.epoch, self.batch, self.step = st["epoch"], st["batch"], st["step"]
     self.best, self.history = st.get("best"), json.loads(st.get("history", "[]"))
     self.resumed_from = path
@@ -580,8 +686,6 @@ def _resume(self: Learner, path: Path, model: nn.Module) -> None:
 def _barrier(self: Learner) -> None:
     if self.world_size > 1 and dist.is_initialized():
         dist.barrier()
-
-
 
 # %% ../nbs/06_learner.ipynb #38e8c5e6
 CSV_FIELDS = ("step", "epoch", "split", "name", "value")
@@ -630,16 +734,11 @@ def _close_writers(self: Learner) -> None:
         self.tb.close()
         self.tb = None
 
-
-
-
 # %% ../nbs/06_learner.ipynb #10d2c8fe
 @patch
 def _all_rng(self: Learner) -> list[dict]:
     "Every rank's RNG states (gathered to all ranks), so that each rank resumes its own stream."
     st = rng_state()
-    if self.collate_rng is not None:
-        st["collate"] = self.collate_rng.get_state()
     if self.world_size == 1:
         return [st]
     out = [None] * self.world_size
@@ -650,6 +749,7 @@ def _all_rng(self: Learner) -> list[dict]:
 @patch
 def save(self: Learner) -> Path | None:
     "Write a checkpoint of the current position (all ranks call it; rank 0 writes), keeping the newest keep_last."
+    self._check_pending()  # never a checkpoint after a non-finite step
     rngs = self._all_rng()
     path = None
     if self.is_main:
@@ -687,9 +787,6 @@ def save_best(self: Learner, results: dict) -> bool:
     write_dir(self.out_dir / "best", write)
     return True
 
-
-
-
 # %% ../nbs/06_learner.ipynb #e4c591b1
 @patch
 def _autocast(self: Learner):
@@ -706,40 +803,66 @@ def _reduce(self: Learner, x: torch.Tensor) -> torch.Tensor:
 
 
 @patch
-def _check_finite(self: Learner, sums: dict, norm: torch.Tensor, n: int) -> None:
-    "Stop with a clear error when the loss, a task loss or the gradient norm of this step is NaN / inf."
-    names = list(sums)
-    vals = torch.stack([sums[k].float() for k in names] + [norm.float().to(self.device)])
-    bad = (~torch.isfinite(vals)).any().float()
-    if self._reduce(bad).item() == 0:
+def _forward_backward(self: Learner, batch, n: int,  # micro-batches in this optimizer step
+                      last: bool,  # the step's last micro-batch (DDP all-reduces the gradients here)
+                      sums: dict) -> None:
+    "One micro-batch on the device: forward, backward of loss / n, the losses added to `sums` (no host sync)."
+    model = self.ddp
+    with contextlib.nullcontext() if last or self.world_size == 1 else model.no_sync():
+        with self._autocast():
+            out = model(batch)
+        loss = out.loss / n
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+    for k, v in {"loss": out.loss.detach(), **out.losses}.items():
+        sums[k] = sums.get(k, 0) + v.float()
+
+
+@patch
+def _check_pending(self: Learner) -> None:
+    "Read the finite flags of the steps since the last read (one host sync); stop at the first bad step, naming it."
+    pending, self._pending = self._pending, []
+    if not pending:
         return
-    vals = vals.tolist()
-    what = [f"task '{k}' = {v}" for k, v in zip(names, vals) if not math.isfinite(v) and k != "loss"]
-    what = what or [f"{k} = {v}" for k, v in zip(names + ["gradient norm"], vals) if not math.isfinite(v)]
+    flags = torch.stack([p["bad"] for p in pending]).tolist()
+    bad = next((p for p, f in zip(pending, flags) if f), None)
+    if bad is None:
+        return
+    names, vals = bad["names"], bad["vals"].tolist()
+    what = [f"task '{k}' = {v}" for k, v in zip(names, vals) if not math.isfinite(v) and k not in ("loss", "gradient norm")]
+    what = what or [f"{k} = {v}" for k, v in zip(names, vals) if not math.isfinite(v)]
     what = what or ["a non-finite loss or gradient on another rank"]
     kind = "gradient" if what[0].startswith("gradient") else "loss"
-    last = latest_checkpoint(self.out_dir)
     raise FloatingPointError(
-        f"non-finite {kind} at optimizer step {self.step + 1} (epoch {self.epoch + 1}, micro-batches "
-        f"{self.batch - n + 1}-{self.batch} of the epoch): "
-        f"{', '.join(what)}; the weights were not updated. Last good checkpoint: {last or 'none yet'}. "
+        f"non-finite {kind} at optimizer step {bad['step']} (epoch {bad['epoch'] + 1}, micro-batches "
+        f"{bad['batches'][0]}-{bad['batches'][1]} of the epoch): {', '.join(what)}; that step did not update "
+        f"the weights. Last good checkpoint: {latest_checkpoint(self.out_dir) or 'none yet'}. "
         "Lower the learning rate, check the inputs of that batch, or use precision='fp32'.")
 
 
 @patch
 def _optimizer_step(self: Learner, sums: dict, n: int) -> dict:
-    "Check, clip, step; return this step's mean losses (tensors)."
+    "Clip, check on the device, step (a non-finite step leaves the weights alone); return this step's mean losses."
     cfg = self.cfg
     if self.scaler is not None:
         self.scaler.unscale_(self.opt)
     params = [p for g in self.opt.param_groups for p in g["params"]]
     norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
-    if self.scaler is None:  # with fp16 the scaler skips steps with inf gradients itself
-        self._check_finite(sums, norm, n)
-        self.opt.step()
-    else:
-        self._check_finite(sums, torch.zeros(()), n)
+    checked = norm if self.scaler is None else torch.zeros((), device=self.device)  # fp16: the scaler skips inf grads
+    names = list(sums) + ["gradient norm"]
+    vals = torch.stack([sums[k].float() for k in sums] + [checked.float().to(self.device)])
+    bad = self._reduce((~torch.isfinite(vals)).any().float())  # DDP: every rank skips the same steps
+    self._pending.append({"step": self.step + 1, "epoch": self.epoch, "batches": (self.batch - n + 1, self.batch),
+                          "names": names, "vals": vals, "bad": bad})
+    if self.scaler is not None:
+        self._check_pending()
         self.scaler.step(self.opt); self.scaler.update()
+    elif getattr(self.opt, "_step_supports_amp_scaling", False):  # fused AdamW: skips the update when found_inf
+        self.opt.found_inf = bad
+        self.opt.step()
+        del self.opt.found_inf
+    else:
+        self._check_pending()
+        self.opt.step()
     with warnings.catch_warnings():  # the scaler skips steps with inf gradients; the schedule still counts them
         warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"))
         self.sched.step()
@@ -751,9 +874,9 @@ def _optimizer_step(self: Learner, sums: dict, n: int) -> dict:
 @patch
 def train_epoch(self: Learner) -> None:
     "Train from the current position to the end of `self.epoch`."
-    cfg, model = self.cfg, self.ddp
+    cfg = self.cfg
     loader, n_batches = self._loader(self.train_data, self.epoch, self.batch, True)
-    model.train()
+    self.ddp.train()
     bar = tqdm(total=n_batches, initial=self.batch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                disable=not (self.is_main and cfg.progress), dynamic_ncols=True, leave=False)
     sums, run, steps, seen, t0 = {}, {}, 0, 0, time.perf_counter()
@@ -763,14 +886,7 @@ def train_epoch(self: Learner) -> None:
             first, n = group * cfg.accum_steps, min(cfg.accum_steps, n_batches - group * cfg.accum_steps)
             last = i == first + n - 1
             batch = to_device(batch, self.device)
-            sync = contextlib.nullcontext() if last or self.world_size == 1 else model.no_sync()
-            with sync:
-                with self._autocast():
-                    out = model(batch)
-                loss = out.loss / n
-                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-            for k, v in {"loss": out.loss.detach(), **out.losses}.items():
-                sums[k] = sums.get(k, 0) + v.float()
+            self._forward_backward(batch, n, last, sums)
             seen += batch_len(batch)
             bar.update()
             if not last:
@@ -780,6 +896,7 @@ def train_epoch(self: Learner) -> None:
                 run[k] = run.get(k, 0) + v
             sums, steps = {}, steps + 1
             if self.step % cfg.log_every == 0 or self.batch == n_batches:
+                self._check_pending()
                 self._log_train(run, steps, seen, time.perf_counter() - t0, bar)
                 run, steps, seen, t0 = {}, 0, 0, time.perf_counter()
             if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and self.batch < n_batches:
@@ -802,9 +919,6 @@ def _log_train(self: Learner, run: dict, steps: int, seen: int, dt: float, bar) 
     self.log_metrics("train", row)
     bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{row['samples_per_s']:.0f}")
 
-
-
-
 # %% ../nbs/06_learner.ipynb #e0de839c
 @patch
 @torch.no_grad()
@@ -815,8 +929,7 @@ def validate(self: Learner) -> dict:
     model = unwrap(self.model)
     model.eval()
     try:
-        gens = [self.collate_rng] if self.collate_rng is not None else []
-        with forked_rng(mix_seed(self.cfg.seed, 2), gens):  # the same masks every epoch; training's stream untouched
+        with forked_rng(mix_seed(self.cfg.seed, 2)):  # the same every epoch; training's stream untouched
             loader, _ = self._loader(self.valid_data, 0, 0, False)
             sums, n = {}, 0
             for batch in loader:
@@ -844,7 +957,7 @@ def fit(self: Learner) -> dict:
     "Train cfg.epochs epochs (or what is left of them after a resume); return the best-checkpoint record."
     self.setup()
     try:
-        with deterministic_mode(self.cfg.deterministic):
+        with deterministic_mode(self.cfg.deterministic), cuda_speed_mode(self.cfg, self.device):
             while self.epoch < self.cfg.epochs:
                 self.train_epoch()
                 res = self.validate()
@@ -859,10 +972,54 @@ def fit(self: Learner) -> dict:
                 for cb in self.callbacks:
                     cb(self, "after_epoch")
     finally:
+        self._loaders.clear()  # ends the persistent workers
         self._close_writers()
         if getattr(self, "owns_group", False) and dist.is_initialized():
             dist.destroy_process_group()
             self.owns_group = False
     return self.best
 
+# %% ../nbs/06_learner.ipynb #e3a1358c
+_SYNC_OPS = {"_local_scalar_dense": "item", "nonzero": "nonzero", "masked_select": "masked_select",
+             "_unique2": "unique", "unique_dim": "unique", "unique_consecutive": "unique", "_unique": "unique",
+             "bincount": "bincount", "equal": "equal"}  # aten ops whose result the host must wait for
 
+
+def _bool_index(args) -> bool:
+    idx = args[1] if len(args) > 1 else ()
+    return any(torch.is_tensor(t) and t.dtype in (torch.bool, torch.uint8) for t in (idx or ()))
+
+
+class _SyncCounter(TorchDispatchMode):
+    def __init__(self, counts):
+        super().__init__()
+        self.counts = counts
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in _SYNC_OPS:
+            self.counts[_SYNC_OPS[name]] += 1
+        elif name in ("index", "index_put", "index_put_", "_index_put_impl_") and _bool_index(args):
+            self.counts["bool mask index"] += 1
+        elif name == "repeat_interleave" and (kwargs or {}).get("output_size") is None and len(args) < 4:
+            self.counts["repeat_interleave"] += 1
+        return func(*args, **(kwargs or {}))
+
+
+class _HostReads(TorchFunctionMode):
+    def __init__(self, counts):
+        super().__init__()
+        self.counts = counts
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in ("tolist", "numpy"):  # below the dispatcher: invisible to the mode above
+            self.counts[func.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_syncs(fn: Callable, *args, **kwargs) -> Counter:
+    "Run fn(*args, **kwargs) and count the operations that would make the host wait for a GPU (name -> count)."
+    counts = Counter()
+    with _HostReads(counts), _SyncCounter(counts):
+        fn(*args, **kwargs)
+    return counts

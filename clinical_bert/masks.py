@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 # %% auto #0
@@ -120,6 +121,11 @@ MODES = {"pretrain": PRETRAIN_PROBS, "rrg": RRG_PROBS, "rd": None}
 MLM_WORDS = ("non_mesh", "all")  # which words MLM may pick: the non-MeSH ones (pre-training) or every word
 
 
+def _stream_seed(*xs: int) -> int:
+    "One 63-bit seed from non-negative integers, e.g. (seed, epoch, rank, worker) (numpy's SeedSequence)."
+    return int(np.random.SeedSequence([int(x) for x in xs]).generate_state(2, np.uint64)[0] >> 1)
+
+
 class Collator:
     "Collate data set items into a masked batch (task sampling, MLM / MMM masking, padding)."
 
@@ -148,13 +154,26 @@ class Collator:
             raise ValueError(f"Collator: mesh_ids must be word ids in [5, {n}) of this vocabulary")
         self.word_ids = torch.arange(5, n)  # random MLM replacement: any word, no special token
         self.generator = torch.Generator().manual_seed(seed)
-        self._worker = None
+        self.epoch, self.rank, self._worker, self._next_seed = 0, 0, None, None
+
+    def set_epoch(self, epoch: int, rank: int = 0) -> None:
+        "Restart the streams for `epoch` on DDP rank `rank`: (seed, epoch, rank, 0) here, (.., worker + 1) in each worker."
+        self.epoch, self.rank, self._worker = epoch, rank, None
+        self.generator.manual_seed(_stream_seed(self.seed, epoch, rank, 0))
+
+    def seed_batch(self, seed: int) -> None:
+        "Draw the next batch from a generator seeded with `seed` (how `learner.Learner` seeds each batch)."
+        self._next_seed = seed
 
     def _gen(self) -> torch.Generator:
+        if self._next_seed is not None:  # seeded for this batch: the same masks in any process
+            self.generator.manual_seed(self._next_seed)
+            self._next_seed = None
+            return self.generator
         info = torch.utils.data.get_worker_info()
-        if info is not None and self._worker != info.id:  # one stream per DataLoader worker
+        if info is not None and self._worker != info.id:  # one stream per worker, epoch and rank
             self._worker = info.id
-            self.generator.manual_seed(self.seed + 1000003 * (info.id + 1))
+            self.generator.manual_seed(_stream_seed(self.seed, self.epoch, self.rank, info.id + 1))
         return self.generator
 
     def __call__(self, items: list) -> dict | None:
@@ -195,6 +214,7 @@ class Collator:
         word_mask = valid & (torch.arange(T) < valid.sum(1, keepdim=True) - 1)  # drop the final [SEP]
         if self.mode == "rd":
             task[:] = BI
+        present = tuple(TASK_NAMES[t] for t in sorted(set(task.tolist())))  # decided here, on the CPU
         return {"images": images, "text_ids": text_ids, "text_targets": targets, "text_valid": valid,
-                "word_mask": word_mask, "tags": tags, "task": task, "labels": labels,
+                "word_mask": word_mask, "tags": tags, "task": task, "tasks_present": present, "labels": labels,
                 "ids": [it["id"] for it in kept], "n_skipped": len(items) - B}

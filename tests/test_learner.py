@@ -2,7 +2,12 @@
 
 - A training subprocess killed with SIGKILL at a random step (after its first checkpoint), or
   half-way through writing a checkpoint, resumes and ends with weights bit-identical to a run
-  that was never interrupted (CPU, deterministic kernels, dropout on, num_workers=0).
+  that was never interrupted (CPU, deterministic kernels, dropout on, a collate function that
+  draws noise from its own generator), with 0 or 2 DataLoader workers.
+- The collate function's draws differ across epochs, ranks and batches (so across workers),
+  and do not depend on the number of workers.
+- Device and worker defaults, the device-side non-finite guard, the host-sync count of one
+  optimizer step, and `compile_visual`.
 - Clinical-BERT itself (tiny preset, `masks.Collator` with its own generator) resumes bit-exact.
 - Two CPU processes under `torchrun` with the gloo backend keep identical parameters and
   match one process with the doubled batch (the toy losses are means over the samples).
@@ -30,6 +35,18 @@ CKPT_EVERY = 5
 
 
 # ---------------------------------------------------------------- child side
+class NoisyCollate:
+    "default_collate plus image noise from its own generator (as masks.Collator draws masks from its own)."
+    def __init__(self):
+        self.generator = torch.Generator().manual_seed(0)
+
+    def __call__(self, items):
+        from torch.utils.data import default_collate
+        b = default_collate(items)
+        b["image"] = b["image"] + 0.1 * torch.randn(b["image"].shape, generator=self.generator)
+        return b
+
+
 def child(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=["train", "ddp"])
@@ -38,6 +55,7 @@ def child(argv=None):
     ap.add_argument("--sleep", type=float, default=0.0)  # seconds after each optimizer step
     ap.add_argument("--die-in-save", type=int, default=0)  # SIGKILL itself inside the N-th checkpoint write
     ap.add_argument("--p-drop", type=float, default=None)  # dropout (default: 0.1 train, 0 ddp)
+    ap.add_argument("--workers", type=int, default=0)  # DataLoader workers
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     import clinical_bert.learner as L
@@ -66,8 +84,10 @@ def child(argv=None):
     model = L.ToyTwoTask(p_drop=p_drop if a.p_drop is None else a.p_drop)
     cfg = L.TrainConfig(lr=1e-2, lr_visual=5e-3, epochs=epochs, batch_size=a.batch, accum_steps=2,
                         ckpt_every=CKPT_EVERY if a.mode == "train" else 3, log_every=1, out_dir=a.out_dir,
-                        progress=False, deterministic=True, num_workers=0)
-    lrn = L.Learner(model, L.ToyImages(n, seed=1), L.ToyImages(16, seed=2), cfg=cfg, callbacks=[report])
+                        progress=False, deterministic=True, num_workers=a.workers)
+    collate = NoisyCollate() if a.mode == "train" else None  # ddp: one and two processes must see the same inputs
+    lrn = L.Learner(model, L.ToyImages(n, seed=1), L.ToyImages(16, seed=2), collate_fn=collate, cfg=cfg,
+                    callbacks=[report])
     lrn.fit()
     from safetensors.torch import save_file
     save_file({k: v.contiguous() for k, v in L.unwrap(lrn.model).state_dict().items()},
@@ -102,9 +122,12 @@ def reference(tmp_path_factory):
     return weights(out / "final-rank0.safetensors")
 
 
-def test_sigkill_at_random_step_then_resume_is_bit_exact(tmp_path, reference):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigkill_at_random_step_then_resume_is_bit_exact(tmp_path, reference, workers):
+    "The reference ran without workers: with per-batch seeds the worker count changes nothing either."
     kill_at = random.Random(time.time_ns()).randint(CKPT_EVERY + 1, STEPS - 3)
-    proc = subprocess.Popen([sys.executable, str(HERE), "train", str(tmp_path), "--sleep", "0.02"], env=ENV,
+    proc = subprocess.Popen([sys.executable, str(HERE), "train", str(tmp_path), "--sleep", "0.02",
+                             "--workers", str(workers)], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stdout:
@@ -120,10 +143,11 @@ def test_sigkill_at_random_step_then_resume_is_bit_exact(tmp_path, reference):
     last = latest_checkpoint(tmp_path)
     assert last is not None and int(last.name.split("-")[1]) >= CKPT_EVERY
     assert not (tmp_path / "final-rank0.safetensors").exists()
-    r = run_child("train", tmp_path)
+    r = run_child("train", tmp_path, "--workers", workers)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"resumed from {last}" in r.stderr + r.stdout
-    assert_bit_identical(reference, weights(tmp_path / "final-rank0.safetensors"), f"killed at step {kill_at}")
+    assert_bit_identical(reference, weights(tmp_path / "final-rank0.safetensors"),
+                         f"{workers} workers, killed at step {kill_at}")
 
 
 def test_sigkill_inside_checkpoint_write_then_resume_is_bit_exact(tmp_path, reference):
@@ -243,6 +267,137 @@ def test_ddp_sigkill_inside_checkpoint_write_then_resume_is_bit_exact(tmp_path):
     for rank in (0, 1):
         assert_bit_identical(weights(tmp_path / "ref" / f"final-rank{rank}.safetensors"),
                              weights(tmp_path / "run" / f"final-rank{rank}.safetensors"), f"rank {rank}")
+
+# ---------------------------------------------------------------- streams, devices, syncs (in-process)
+def _collator_and_items():
+    from clinical_bert.masks import Collator
+    from clinical_bert.text import Vocab
+    words = "the heart is normal no pleural effusion lungs are clear mild cardiomegaly".split()
+    vocab = Vocab(words)
+    ids = [vocab.stoi[w] for w in words]
+    item = {"id": "x", "image": torch.zeros(3, 8, 8), "input_ids": ids, "tags": [int(w == "effusion") for w in words],
+            "labels": torch.zeros(14)}
+    return Collator(vocab, [vocab.stoi["effusion"]]), [dict(item, id=str(i)) for i in range(16)]
+
+
+def _draws(workers, epoch, rank=0, world_size=1):
+    "masks.Collator's draws for the batches of `epoch` on `rank` through the Learner's loader (identical items)."
+    from clinical_bert import learner as L
+    col, items = _collator_and_items()
+    lrn = L.Learner(L.ToyTwoTask(), items, collate_fn=col, cfg=L.TrainConfig(batch_size=4, num_workers=workers))
+    lrn.device, lrn.rank, lrn.world_size = torch.device("cpu"), rank, world_size
+    loader, _ = lrn._loader(items, epoch, 0, True)
+    out = [torch.cat([b["task"][:, None], b["text_ids"], b["text_targets"]], 1) for b in loader]
+    lrn._loaders.clear()
+    return out
+
+
+def test_collator_draws_differ_across_epochs_ranks_and_workers_and_match_for_any_worker_count():
+    "Every item is the same report, so a difference between two batches can only come from the draws."
+    e0, e1 = _draws(2, 0), _draws(2, 1)
+    assert len(e0) == 4
+    for a, b in zip(e0, e1):  # the same batch position in two epochs (the old per-worker seed repeated these)
+        assert not torch.equal(a, b)
+    assert not torch.equal(e0[0], e0[1])  # batches 0 and 1 come from worker 0 and worker 1
+    r0, r1 = _draws(2, 0, 0, 2), _draws(2, 0, 1, 2)
+    for a, b in zip(r0, r1):  # the two ranks' k-th batches
+        assert not torch.equal(a, b)
+    for a, b in zip(e0, _draws(0, 0)):  # no workers, or two: the same masks
+        assert torch.equal(a, b)
+
+
+def test_bare_cuda_means_cuda_local_rank(monkeypatch):
+    from clinical_bert.learner import TrainConfig, pick_device
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert pick_device(TrainConfig(device="cuda")) == torch.device("cuda", 1)
+    assert pick_device(TrainConfig(device="cuda:0")) == torch.device("cuda", 0)
+    assert pick_device(TrainConfig(device="cpu")) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device(TrainConfig()) == torch.device("cuda", 1)
+
+
+def test_workers_persist_and_prefetch(tmp_path):
+    from clinical_bert import learner as L
+    lrn = L.Learner(L.ToyTwoTask(), L.ToyImages(32), cfg=L.TrainConfig(batch_size=8, num_workers=2, prefetch_factor=3))
+    lrn.device = torch.device("cpu")
+    dl, n = lrn._loader(lrn.train_data, 0, 1, True)
+    assert (dl.num_workers, dl.persistent_workers, dl.prefetch_factor, n, len(dl)) == (2, True, 3, 4, 3)
+    assert lrn._loader(lrn.train_data, 1, 0, True)[0] is dl  # one training loader for the whole fit
+    assert L.Learner(L.ToyTwoTask(), L.ToyImages(32)).cfg.num_workers is None  # resolved per device
+    assert L.resolve_workers(None, torch.device("cpu")) == 0 and L.resolve_workers(None, torch.device("cuda", 0), 16, 2) == 8
+
+
+def test_tasks_present_is_decided_on_the_cpu_and_kept_by_to_device():
+    from clinical_bert.learner import count_syncs, to_device
+    col, items = _collator_and_items()
+    b = col(items[:8])
+    names = ("s2s", "bi", "mmm")
+    assert b["tasks_present"] == tuple(names[t] for t in sorted(set(b["task"].tolist())))
+    moved = to_device(b, torch.device("cpu"))
+    assert type(moved["tasks_present"]) is tuple and moved["tasks_present"] == b["tasks_present"]
+    assert count_syncs(lambda: set(moved["tasks_present"])) == {}
+
+
+def _toy_learner(tmp_path, **kw):
+    from clinical_bert import learner as L
+    torch.manual_seed(0)
+    cfg = L.TrainConfig(**{**dict(lr=1e-2, lr_visual=1e-2, batch_size=8, accum_steps=2, log_every=100,
+                                  out_dir=str(tmp_path), progress=False, tensorboard=False), **kw})
+    return L.Learner(L.ToyTwoTask(), L.ToyImages(64, seed=1), cfg=cfg)
+
+
+def _one_step(lrn, batches):
+    from clinical_bert.learner import to_device
+    sums = {}
+    for i, b in enumerate(batches):
+        lrn._forward_backward(to_device(b, lrn.device), len(batches), i == len(batches) - 1, sums)
+    return lrn._optimizer_step(sums, len(batches))
+
+
+def test_one_optimizer_step_makes_no_host_sync(tmp_path):
+    "Counted with count_syncs on the CPU: fused AdamW takes the finite flag on the device; the host reads it on log steps."
+    import itertools
+    from clinical_bert.learner import count_syncs
+    lrn = _toy_learner(tmp_path)
+    lrn.setup()
+    batches = list(itertools.islice(lrn._loader(lrn.train_data, 0, 0, True)[0], 2))
+    _one_step(lrn, batches)
+    assert count_syncs(_one_step, lrn, batches) == {}
+    assert count_syncs(_one_step, lrn, batches) == {}
+    assert count_syncs(lrn._check_pending) == {"tolist": 1}  # both steps' flags in one read
+    slow = _toy_learner(tmp_path / "unfused", fused=False)
+    slow.setup()
+    _one_step(slow, batches)
+    assert count_syncs(_one_step, slow, batches)["tolist"] == 1  # without fusing, the flag is read every step
+
+
+def test_non_finite_gradient_never_reaches_the_weights(tmp_path):
+    "The check is read only at the epoch end here (log_every=100): the bad steps were skipped on the device."
+    from clinical_bert.learner import unwrap
+    lrn, snap = _toy_learner(tmp_path, epochs=1), {}
+
+    def cb(l, event):
+        if event == "after_step" and l.step == 2:
+            snap.update({k: v.clone() for k, v in unwrap(l.model).state_dict().items()})
+            unwrap(l.model).nan_task = "b"
+    lrn.callbacks.append(cb)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at optimizer step 3 \(epoch 1, micro-batches 5-6 "
+                                                 r"of the epoch\): task 'b' = nan; that step did not update the weights"):
+        lrn.fit()
+    assert lrn.step == 4  # it ran on to the epoch end, where the flags are read
+    assert_bit_identical(snap, unwrap(lrn.model).state_dict(), "weights after the non-finite steps")
+    assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
+
+
+@pytest.mark.skipif("slow" not in os.environ.get("CLINICAL_BERT_TEST_FLAGS", "data").split(),
+                    reason="slow (torch.compile builds C++ kernels on the CPU); CLINICAL_BERT_TEST_FLAGS='data slow' runs it")
+def test_compile_visual_runs_a_step(tmp_path):
+    from clinical_bert.learner import unwrap
+    lrn = _toy_learner(tmp_path, epochs=1, compile_visual=True)
+    lrn.train_data = lrn.train_data.__class__(16, seed=1)
+    lrn.fit()
+    assert lrn.step == 1 and "model.safetensors" in {p.name for p in (tmp_path / "checkpoints" / "step-00000001").iterdir()}
+    assert list(unwrap(lrn.model).state_dict()) == list(type(unwrap(lrn.model))().state_dict())  # names unchanged
 
 
 if __name__ == "__main__":
