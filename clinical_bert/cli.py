@@ -5,19 +5,22 @@
 # %% ../nbs/10_cli.ipynb #55bc4616
 from __future__ import annotations
 import importlib
+import os
 import sys
 
 # %% auto #0
-__all__ = ['COMMANDS', 'usage', 'resolve', 'main']
+__all__ = ['COMMANDS', 'DEBUG_ENV', 'USER_ERRORS', 'usage', 'resolve', 'main']
 
 # %% ../nbs/10_cli.ipynb #f37c7dfa
 COMMANDS = {  # name -> (module:function, one-line help)
     "synth": ("clinical_bert.synthetic:main", "write the synthetic chest-radiograph benchmark in a real data set layout"),
     "label": ("clinical_bert.labeler:main", "label a CSV of reports with the offline CheXpert-style labeler"),
+    "recipe": ("clinical_bert.recipe:main", "print a preset's settings beside the paper's, with each difference marked"),
     "pretrain": ("clinical_bert.train:pretrain_main", "pre-train Clinical-BERT (CD, MMM, MLM s2s + bi, IMM)"),
     "finetune-rrg": ("clinical_bert.train:rrg_main", "fine-tune for radiograph report generation"),
     "finetune-rd": ("clinical_bert.train:rd_main", "fine-tune for radiograph diagnosis"),
     "evaluate": ("clinical_bert.evaluate:main", "generate reports and score NLG, clinical efficacy and AUC"),
+    "score": ("clinical_bert.score:main", "score anyone's generated reports: NLG, clinical efficacy, 95% intervals"),
     "reproduce": ("clinical_bert.reproduce:main", "run the experiment notebooks through papermill (the main job)"),
 }
 
@@ -27,9 +30,14 @@ def usage() -> str:
     width = max(map(len, COMMANDS))
     rows = "\n".join(f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items())
     return ("usage: clinical-bert COMMAND [ARGS ...]\n\ncommands:\n" + rows +
-            "\n\n`clinical-bert COMMAND --help` shows a command's options.")
+            "\n\n`clinical-bert COMMAND --help` shows a command's options; `--debug` (or CLINICAL_BERT_DEBUG=1) "
+            "shows the full traceback of an error.")
 
 # %% ../nbs/10_cli.ipynb #70ddb216
+DEBUG_ENV = "CLINICAL_BERT_DEBUG"  # 1: let errors through with their traceback
+USER_ERRORS = (ValueError, OSError, FloatingPointError)  # what a user's input or files cause (DataError is a ValueError)
+
+
 def resolve(name: str):
     "The `main` function of subcommand `name` (imported on demand)."
     if name not in COMMANDS:
@@ -42,8 +50,17 @@ def resolve(name: str):
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `clinical-bert` console script."
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
-    result = resolve(argv[0])(argv[1:])
-    return int(result or 0)
+    command = resolve(argv[0])
+    try:
+        return int(command(argv[1:]) or 0)
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"clinical-bert {argv[0]}: error: {msg}\n(--debug shows the traceback)", file=sys.stderr)
+        return 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -20,12 +21,13 @@ import pandas as pd
 from .data import DATASET_SPECS, DataError, dataset_spec
 from .model import ABLATION_LABELS, ABLATIONS, ClinicalBertConfig
 from .synthetic import SYNTH_VERSION
-from .train import (finetune_rd, finetune_rrg, load_splits, pretrain, recipe_key, run_size,
-                                 shipped_bert, train_config)
+from .train import (decode_len, finetune_rd, finetune_rrg, load_splits, pretrain, recipe_key,
+                                 run_size, shipped_bert, train_config)
+from .viz import set_stamp
 
 # %% auto #0
-__all__ = ['OURS', 'COMPARISON_TABLES', 'VARIANTS', 'FULL', 'PAPER_K', 'DATASET_NAMES', 'paper_numbers', 'paper_column',
-           'paper_baselines', 'paper_columns', 'paper_rows', 'Experiment', 'k_values']
+__all__ = ['OURS', 'COMPARISON_TABLES', 'VARIANTS', 'FULL', 'PAPER_K', 'DRY_RUN', 'DRY_RUN_STAMP', 'DATASET_NAMES',
+           'paper_numbers', 'paper_column', 'paper_baselines', 'paper_columns', 'paper_rows', 'Experiment', 'k_values']
 
 # %% ../nbs/09c_pipeline.ipynb #17e3f67e
 OURS = "Clinical-BERT"  # the paper's "Ours" rows
@@ -90,6 +92,14 @@ def paper_rows(table: str, dataset: str, methods, metrics) -> dict:
 VARIANTS = tuple(ABLATIONS)  # Table 4 rows: baseline, cd, cd_mmm, cd_mmm_imm_dense, cd_mmm_imm
 FULL = "cd_mmm_imm"  # Clinical-BERT: all four tasks, IMM with sparsity
 PAPER_K = (6, 8, 12, 16, 20, 24)  # Table 5's K values (for 7 x 7 = 49 regions)
+DRY_RUN = dict(  # run-budget entries a dry run replaces: every stage, a few optimizer steps
+    n_samples={"mimic": 32, "iu": 20, "nih": 32},  # synthetic studies per layout
+    epochs={"pretrain": 1, "rrg": 1, "rrg_mimic": 1, "rd": 1, "k_sweep": 1, "k_sweep_rrg": 1},
+    batch_size={"pretrain": 2, "rrg": 2, "rd": 2},
+    accum_steps={"pretrain": 2, "rrg": 2, "rd": 2},  # accumulation runs too
+    workers=2,  # DataLoader workers
+    k_points=2)  # Table 5: the smallest and the largest K
+DRY_RUN_STAMP = "DRY RUN: a few steps, random weights, not a result"
 
 
 @dataclass
@@ -102,8 +112,9 @@ class Experiment:
     seed: int = 0
     runs_dir: str = "runs"
     figures_dir: str = "figures"
-    bert: str | None = "auto"  # encoder init: "auto" = bert-base-uncased for paper, random otherwise
+    bert: str | None = "auto"  # encoder start: "auto" = the preset's (paper: bert-base-uncased), None: random
     threads: int | None = None  # torch CPU threads during training (None: torch's default)
+    dry_run: bool = False  # the preset's shapes on a few studies for a few steps, random weights (DRY_RUN)
     _splits: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -111,7 +122,10 @@ class Experiment:
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device={self.device!r}; use auto, cpu or cuda[:N]")
         if self.bert == "auto":
-            self.bert = "bert-base-uncased" if self.preset == "paper" else None
+            self.bert = "config"  # the model config's encoder_init
+        if self.dry_run:
+            self.bert = None
+        set_stamp(DRY_RUN_STAMP if self.dry_run else None)  # every saved figure of a dry run says so
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.fig_dir.mkdir(parents=True, exist_ok=True)
 
@@ -127,17 +141,26 @@ class Experiment:
     def models_dir(self) -> Path:
         "Models shared by all notebooks of one preset, seed and data source."
         src = f"synthetic-v{SYNTH_VERSION}" if self.data_dir is None else "real"  # models of older films are not reused
-        return Path(self.runs_dir) / "models" / f"{self.preset}-seed{self.seed}-{src}-r{recipe_key(self.preset)}"  # nor of other recipes
+        dry = "-dry" if self.dry_run else ""  # nor a dry run's
+        return Path(self.runs_dir) / "models" / f"{self.preset}-seed{self.seed}-{src}{dry}-r{recipe_key(self.preset)}"
 
     @property
     def size(self) -> dict:
-        return run_size(self.preset)
+        "The run budget: the preset's, or with DRY_RUN's few studies and steps in a dry run."
+        rs = run_size(self.preset)
+        return {**rs, **DRY_RUN} if self.dry_run else rs
 
     @property
     def source(self) -> str:
-        "How tables name the data: synthetic benchmark or real data, and the preset."
+        "How tables name the data: synthetic benchmark or real data, the preset, and the starting weights."
         what = "synthetic benchmark" if self.data_dir is None else f"data under {self.data_dir}"
-        return f"{what}, preset {self.preset}, seed {self.seed}"
+        cfg = self.model_config()
+        random = [n for n, w in (("DenseNet121", cfg.backbone_weights), ("encoder", cfg.encoder_init)) if w == "none"]
+        if self.bert is None and "encoder" not in random:
+            random.append("encoder")
+        start = f"; random {' and '.join(random)} weights" if random and self.preset == "paper" else ""
+        dry = "DRY RUN (a few optimizer steps on a few studies, not results): " if self.dry_run else ""
+        return f"{dry}{what}, preset {self.preset}, seed {self.seed}{start}"
 
 # %% ../nbs/09c_pipeline.ipynb #1a91426f
 DATASET_NAMES = {k: s.name for k, s in DATASET_SPECS.items()}  # data set key -> how tables name it
@@ -170,8 +193,9 @@ def splits(self: Experiment, dataset: str, vocab=None) -> dict:
     if key not in self._splits:
         label = dataset == "iu" and self.model_config().rrg_cd > 0  # CheXpert labels for RRG's CD (English reports)
         kw = dict(labels_from_reports=True) if label else {}
+        n = DRY_RUN["n_samples"] if self.dry_run else None
         self._splits[key] = load_splits(self._data_folder(dataset), dataset, self.preset, self.seed, vocab=vocab,
-                                        synth_root=Path(self.runs_dir) / "data", **kw)
+                                        synth_root=Path(self.runs_dir) / "data", n_samples=n, **kw)
     return self._splits[key]
 
 # %% ../nbs/09c_pipeline.ipynb #17991b49
@@ -182,7 +206,19 @@ def _done(run: Path) -> bool:
 @patch
 def _train_cfg(self: Experiment, stage: str, out: Path, **kw):
     dev = None if self.device == "auto" else self.device
+    if self.dry_run:  # the dry run's few steps; the preset's learning rates and everything else
+        key = "pretrain" if stage == "k_sweep" else stage
+        kw = {**dict(epochs=DRY_RUN["epochs"][stage], batch_size=DRY_RUN["batch_size"][key],
+                     accum_steps=DRY_RUN["accum_steps"][key], num_workers=DRY_RUN["workers"]), **kw}
     return train_config(self.preset, stage, out, device=dev, seed=self.seed, **kw)
+
+
+@patch
+def _trained(self: Experiment, run: Path) -> Path:
+    "The model folder of a finished run; a dry run drops its checkpoints (BERT-base: 1.3 GB each)."
+    if self.dry_run:
+        shutil.rmtree(run / "checkpoints", ignore_errors=True)
+    return run / "best"
 
 
 @patch
@@ -190,6 +226,8 @@ def model_config(self: Experiment, variant: str = FULL, **kw) -> ClinicalBertCon
     "The model config of a Table 4 variant for this preset (`kw` changes fields, e.g. imm_k)."
     if variant not in ABLATIONS:
         raise ValueError(f"variant={variant!r}; use one of {VARIANTS}")
+    if self.dry_run:  # random weights: nothing is downloaded or read
+        kw = {"backbone_weights": "none", "encoder_init": "none", **kw}
     return ClinicalBertConfig.ablation(variant, self.preset, image_size=self.size["image_size"], **kw)
 
 
@@ -202,6 +240,7 @@ def pretrained(self: Experiment, variant: str = FULL, stage: str = "pretrain", t
         print(f"pre-training {ABLATION_LABELS[variant]} ({tag or variant}) -> {run}", flush=True)
         pretrain(self.model_config(variant, **cfg_kw), self.splits("mimic"), self._train_cfg(stage, run),
                  init=self.bert, threads=self.threads)
+        return self._trained(run)
     return run / "best"
 
 
@@ -213,13 +252,15 @@ def rrg_model(self: Experiment, dataset: str, init: str | None = FULL, tag: str 
     run = self.models_dir / "rrg" / dataset / tag
     if not _done(run):
         start = self.pretrained(init) if init in ABLATIONS else init  # a variant name, a folder, or None
-        data = self.splits(dataset, vocab=start) if start is not None else self.splits(dataset)
+        own = self.model_config(FULL).finetune_vocab == "dataset"  # the data set's own words (the paper)
+        data = self.splits(dataset) if own or start is None else self.splits(dataset, vocab=start)
         print(f"fine-tuning RRG on {dataset} from {tag} -> {run}", flush=True)
         epochs = self.size["epochs"].get(f"rrg_{dataset}")  # a data set with its own RRG budget
         if epochs and "epochs" not in train_kw:
             train_kw = {**train_kw, "epochs": epochs}
         finetune_rrg(start, data, self._train_cfg("rrg", run, **train_kw), model_cfg=self.model_config(FULL),
                      bert=self.bert, threads=self.threads)
+        return self._trained(run)
     return run / "best"
 
 
@@ -233,16 +274,14 @@ def rd_model(self: Experiment, init: str | None = FULL, tag: str | None = None) 
         print(f"fine-tuning RD from {tag} -> {run}", flush=True)
         finetune_rd(start, self.splits("nih"), self._train_cfg("rd", run), model_cfg=self.model_config(FULL),
                     bert=self.bert, threads=self.threads)
+        return self._trained(run)
     return run / "best"
 
 # %% ../nbs/09c_pipeline.ipynb #ba436f64
 @patch
 def decode_len(self: Experiment, dataset: str) -> int:
-    "Words decoded on `dataset`: the paper's length, capped by the run size's max_len except for `paper`."
-    n = dataset_spec(dataset).max_len
-    if n is None:
-        raise DataError(f"{dataset}: a diagnosis data set has no reports to decode; use mimic, iu or covctr")
-    return n if self.preset == "paper" else min(n, self.size["max_len"])
+    "Words decoded on `dataset` (`train.decode_len`: the paper's length, capped for tiny and small)."
+    return decode_len(self.preset, dataset)
 
 
 @patch

@@ -6,12 +6,15 @@
 from __future__ import annotations
 import argparse
 import json
+import logging
+import sys
 import time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['REPO', 'experiment_notebooks', 'exp_name', 'RunSpec', 'select', 'NotebookFailed', 'run_notebook', 'reproduce', 'main']
+__all__ = ['REPO', 'experiment_notebooks', 'exp_name', 'RunSpec', 'select', 'NotebookFailed', 'run_notebook', 'reproduce',
+           'check_weights', 'main']
 
 # %% ../nbs/10a_reproduce.ipynb #52793eb9
 REPO = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd().parent
@@ -38,6 +41,7 @@ class RunSpec:
     data_dir: str | None = None        # root of the data sets; None = the synthetic benchmark under runs/data
     device: str = "auto"               # auto, cpu, cuda
     seed: int = 0                      # one seed for data, sampling and initialisation
+    dry_run: bool = False              # the preset's shapes, a few studies and steps, random weights
     runs_dir: str = "runs"             # executed notebooks, checkpoints, metrics.json (relative to the current folder)
     figures_dir: str = "figures"       # committed tables and figures (relative to the current folder)
     extra: dict = field(default_factory=dict)  # per-notebook overrides, name=value
@@ -67,21 +71,72 @@ class NotebookFailed(RuntimeError):
     "An experiment notebook raised; the message names it and where its executed copy is."
 
 
-def run_notebook(nb: Path, spec: RunSpec, kernel: str = "python3", log_output: bool = False) -> Path:
-    "Execute `nb` with papermill into runs/<exp>/<nb name>; return the executed copy."
+class _Progress(logging.Handler):
+    "Shows what a notebook run by papermill is doing: the lines it prints and its training bar (throttled)."
+
+    def __init__(self, prefix: str, every: float = 2.0, out=None):
+        super().__init__()
+        self.prefix, self.every, self.out = prefix, every, out or sys.stdout
+        self.tty, self.last, self.bar, self.cell = self.out.isatty(), 0.0, "", ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if msg.startswith("Executing Cell"):
+            self.cell = msg.split("-")[0].replace("Executing Cell", "cell").strip()
+            return
+        if msg.startswith(("Ending Cell", "Input Notebook", "Output Notebook", "Executing notebook")):
+            return
+        pieces = [p.strip() for p in msg.replace("\r", "\n").split("\n") if p.strip()]
+        bars = [p for p in pieces if "%|" in p]  # tqdm: "epoch 2/9:  45%|####   | 40/88 [00:30<00:36, ...]"
+        if bars:
+            self.bar = bars[-1]
+        for line in pieces:
+            if "%|" in line or line.startswith("|") or "TqdmWarning" in line or "from .autonotebook" in line:
+                continue  # bars are shown below; markdown tables land in figures/
+            self._write(f"{self.prefix} {line}", True)
+        if bars and time.time() - self.last >= (self.every if self.tty else 30 * self.every):
+            self._write(f"{self.prefix} {self.cell}: {self.bar}"[:160], False)
+
+    def _write(self, text: str, keep: bool) -> None:
+        self.last = time.time()
+        if self.tty and not keep:
+            self.out.write("\r\033[K" + text)
+        else:
+            self.out.write(("\r\033[K" if self.tty else "") + text + "\n")
+        self.out.flush()
+
+
+def run_notebook(nb: Path, spec: RunSpec, kernel: str = "python3", log_output: bool = False,
+                 prefix: str | None = None) -> Path:
+    "Execute `nb` with papermill into runs/<exp>/<nb name>; return the executed copy. `prefix`: show progress."
     import papermill as pm
     out = Path(spec.runs_dir) / exp_name(nb) / nb.name
     out.parent.mkdir(parents=True, exist_ok=True)
+    logger, handler = logging.getLogger("papermill"), _Progress(prefix) if prefix else None
+    if handler is not None:
+        logger.addHandler(handler)
+        level, propagate = logger.level, logger.propagate
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
     try:
         pm.execute_notebook(str(nb), str(out), parameters=spec.parameters(nb), kernel_name=kernel,
-                            cwd=str(nb.parent), progress_bar=False, log_output=log_output)
+                            cwd=str(nb.parent), progress_bar=False, log_output=log_output or handler is not None,
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no kernel banner warnings
     except pm.PapermillExecutionError as e:
         raise NotebookFailed(f"{nb.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
                              f"its executed copy, with the traceback, is kept at {out}") from None
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
+            if handler.tty:
+                sys.stdout.write("\r\033[K")
     return out
 
 # %% ../nbs/10a_reproduce.ipynb #a91e988f
-def reproduce(spec: RunSpec, only: list[str] | None = None, nbs_dir=None, kernel: str = "python3") -> dict:
+def reproduce(spec: RunSpec, only: list[str] | None = None, nbs_dir=None, kernel: str = "python3",
+              progress: bool = True) -> dict:
     "Run the experiment notebooks in order; return {experiment: seconds}. Stops at the first failure."
     todo = select(experiment_notebooks(nbs_dir), only)
     if not todo:
@@ -90,7 +145,7 @@ def reproduce(spec: RunSpec, only: list[str] | None = None, nbs_dir=None, kernel
     for i, nb in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] {nb.name} ...", flush=True)
         t0 = time.time()
-        run_notebook(nb, spec, kernel=kernel)
+        run_notebook(nb, spec, kernel=kernel, prefix=f"[{i}/{len(todo)}] {exp_name(nb)}:" if progress else None)
         times[exp_name(nb)] = round(time.time() - t0, 1)
         print(f"[{i}/{len(todo)}] {nb.name} done in {times[exp_name(nb)]:.0f} s "
               f"(total {time.time() - start:.0f} s)", flush=True)
@@ -111,6 +166,16 @@ def _parse_extra(items: list[str]) -> dict:
     return out
 
 
+def check_weights(preset: str) -> None:
+    "Fail before any notebook runs when the preset's starting weights (ImageNet DenseNet121, BERT) are missing."
+    from clinical_bert.model import ClinicalBertConfig, backbone_state_dict
+    from clinical_bert.train import check_bert, resolve_bert
+
+    cfg = ClinicalBertConfig.preset(preset)
+    check_bert(resolve_bert("config", cfg))
+    backbone_state_dict(cfg.backbone_weights)
+
+
 def main(argv: list[str] | None = None) -> int:
     "`clinical-bert reproduce`: run the experiment notebooks (the main job)."
     ap = argparse.ArgumentParser(prog="clinical-bert reproduce", description=main.__doc__)
@@ -119,16 +184,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=None, help="data root (default: the synthetic benchmark, generated on first use)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dry-run", action="store_true", help="the preset's shapes on a few synthetic studies for a "
+                    "few optimizer steps with random weights: proves the run end to end (tables and figures "
+                    "marked DRY RUN, under runs/dry-run/ by default)")
     ap.add_argument("--only", nargs="*", help="experiment names to run (default: all)")
-    ap.add_argument("--runs-dir", default="runs")
-    ap.add_argument("--figures-dir", default="figures")
+    ap.add_argument("--runs-dir", default=None, help="default: runs (a dry run: runs/dry-run)")
+    ap.add_argument("--figures-dir", default=None, help="default: figures (a dry run: runs/dry-run/figures)")
     ap.add_argument("--nbs-dir", default=None)
     ap.add_argument("--kernel", default="python3")
+    ap.add_argument("--no-progress", action="store_true", help="one line per notebook only")
     ap.add_argument("-p", "--param", action="append", default=[], help="extra notebook parameter name=value")
     a = ap.parse_args(argv)
-    spec = RunSpec(a.preset, a.data, a.device, a.seed, a.runs_dir, a.figures_dir, _parse_extra(a.param))
+    runs = a.runs_dir or ("runs/dry-run" if a.dry_run else "runs")
+    figures = a.figures_dir or (f"{runs}/figures" if a.dry_run else "figures")
+    spec = RunSpec(a.preset, a.data, a.device, a.seed, a.dry_run, runs, figures, _parse_extra(a.param))
+    if a.dry_run:
+        print(f"dry run of the {a.preset!r} preset: a few steps on a few synthetic studies, random DenseNet121 and "
+              f"BERT weights; tables and figures under {figures} are marked DRY RUN (not results)", flush=True)
+    else:
+        check_weights(a.preset)
     try:
-        reproduce(spec, a.only, a.nbs_dir, a.kernel)
+        reproduce(spec, a.only, a.nbs_dir, a.kernel, progress=not a.no_progress)
     except NotebookFailed as e:
         print(f"reproduce stopped: {e}", flush=True)
         return 1

@@ -149,14 +149,16 @@ DATASETS = ("mimic", "iu", "nih", "covctr")
 def synthetic_benchmark(root, preset: str = "small", seed: int = 0,
                         layouts=("mimic", "iu", "nih"),  # which layouts to write
                         workers: int = 1,  # processes for make_dataset
+                        n_samples: dict | None = None,  # studies per layout (None: the preset's run budget)
                         ) -> dict[str, Path]:
     "Write (once) the synthetic benchmark of `preset` under `root`; layout -> data set folder."
     from clinical_bert.synthetic import make_dataset
 
     rs, out = run_size(preset), {}
     for layout in layouts:
-        n = rs["n_samples"][layout]
-        dst = Path(root) / f"{preset}-seed{seed}-v{SYNTH_VERSION}" / layout  # a new renderer writes anew
+        n = (n_samples or rs["n_samples"])[layout]
+        tag = "" if n == rs["n_samples"][layout] else f"-n{n}"  # another size is another benchmark
+        dst = Path(root) / f"{preset}-seed{seed}-v{SYNTH_VERSION}{tag}" / layout  # a new renderer writes anew
         if not (dst / "ground_truth.csv").is_file():  # written last by make_dataset
             tmp = dst.with_name(f".tmp-{layout}-{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
@@ -222,6 +224,7 @@ def load_splits(data_dir,  # the data set folder; None: the synthetic benchmark 
                 preset: str = "small", seed: int = 0,
                 vocab=None,  # Vocab, vocab.json or model folder; None: built from the training reports
                 synth_root="runs/data",  # where the synthetic benchmark goes when data_dir is None
+                n_samples: dict | None = None,  # synthetic studies per layout (None: the preset's)
                 **kw) -> dict:
     "train / val / test data sets of `dataset` at the preset's image size, sharing the training vocabulary."
     if dataset not in DATASETS:
@@ -230,8 +233,8 @@ def load_splits(data_dir,  # the data set folder; None: the synthetic benchmark 
     if data_dir is None:
         if dataset not in LAYOUT_OF:
             raise ValueError(f"dataset={dataset!r} has no synthetic layout; pass data_dir (the COV-CTR folder)")
-        data_dir = synthetic_benchmark(synth_root, preset, seed, layouts=(LAYOUT_OF[dataset],),
-                                       workers=min(8, os.cpu_count() or 1))[dataset]  # same films for any count
+        data_dir = synthetic_benchmark(synth_root, preset, seed, layouts=(LAYOUT_OF[dataset],),  # same films
+                                       workers=min(8, os.cpu_count() or 1), n_samples=n_samples)[dataset]  # for any count
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder; point data_dir / --data at the {dataset} data set")

@@ -26,14 +26,20 @@ from .mesh import MeshTagger
 
 # %% auto #0
 __all__ = ['FIGURE_FORMATS', 'STATUS_COLOURS', 'STATUS_LABELS', 'CHAR_INCHES', 'LINE_INCHES', 'TASK_IDS', 'SPARSITY_TITLES',
-           'FINDING_OF_WORD', 'save_figure', 'mesh_highlight', 'highlight_html', 'wrap_words', 'highlight_figure',
-           'word_region_attention', 'upsample_attention', 'display_image', 'attention_overlay', 'attention_by_sparsity',
-           'attention_grid_figure', 'mask_to_grid', 'pointing_game', 'attention_in_mask', 'input_mask', 'finding_mask',
-           'score_attention', 'report_lengths', 'length_distribution_plot', 'DiagnosisLogits', 'gradcam_maps',
-           'gradcam_figure']
+           'FINDING_OF_WORD', 'set_stamp', 'save_figure', 'mesh_highlight', 'highlight_html', 'wrap_words',
+           'highlight_figure', 'word_region_attention', 'upsample_attention', 'display_image', 'attention_overlay',
+           'attention_by_sparsity', 'attention_grid_figure', 'mask_to_grid', 'pointing_game', 'attention_in_mask',
+           'input_mask', 'finding_mask', 'score_attention', 'report_lengths', 'length_distribution_plot',
+           'DiagnosisLogits', 'gradcam_maps', 'gradcam_figure']
 
 # %% ../nbs/09b_viz.ipynb #590d2c38
 FIGURE_FORMATS = (".png", ".svg")
+_STAMP = {"text": None}  # a line written across every saved figure (set_stamp), e.g. for dry runs
+
+
+def set_stamp(text: str | None) -> None:
+    "Write `text` across every figure `save_figure` writes from now on (None: no stamp)."
+    _STAMP["text"] = text
 
 
 def save_figure(fig: Figure,  # a matplotlib figure
@@ -46,6 +52,9 @@ def save_figure(fig: Figure,  # a matplotlib figure
         if path.suffix.lower() not in FIGURE_FORMATS:
             raise ValueError(f"save_figure: {path} has suffix {path.suffix!r}; use one of {FIGURE_FORMATS}")
         path.parent.mkdir(parents=True, exist_ok=True)
+        if _STAMP["text"]:  # e.g. a dry run: the figure must not pass for a result
+            fig.text(0.5, 0.5, _STAMP["text"], ha="center", va="center", rotation=20, fontsize=20,
+                     color="red", alpha=0.35, transform=fig.transFigure, wrap=True)
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)  # closed figures keep their canvas: returning them still renders them
     return fig
