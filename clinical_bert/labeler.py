@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import importlib.resources
+import itertools
 import math
 import re
 import sys
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -25,8 +27,9 @@ __all__ = ['CHEXPERT_LABELS', 'ORIGINAL_COLUMNS', 'POSITIVE', 'NEGATIVE', 'UNCER
            'HEART_WORDS', 'TRANSITIVE', 'FAMILIES', 'NO_PSEUDO', 'HEDGES', 'RULES', 'EXTENDED_CHANGES',
            'EXTENDED_RULES', 'HEART_FINDING', 'CALCIFIED_LESION', 'NOT_CALCIFIED', 'ENGLISH_CUES', 'MESH_TO_CHEXPERT',
            'NOT_FINDINGS', 'CALCIFIED', 'assets_dir', 'load_phrases', 'heart_unmentions', 'normalize', 'sentences',
-           'Phrases', 'default_phrases', 'Sentence', 'tokenize', 'scope_allows', 'scope_allows_ext', 'Rule', 'classify',
-           'label_sentence', 'aggregate', 'label_report', 'label_reports', 'main', 'mesh_targets', 'agreement']
+           'Phrases', 'default_phrases', 'Sentence', 'tokenize', 'scope_allows', 'scope_allows_ext', 'Rule', 'Triggers',
+           'classify', 'label_sentence', 'aggregate', 'label_report', 'label_reports', 'main', 'mesh_targets',
+           'agreement']
 
 # %% ../nbs/01a_labeler.ipynb #b0e6c256
 CHEXPERT_LABELS = ["No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -115,6 +118,22 @@ EXTRA_HEART_PLACES = ["behind the", "posterior to the", "anterior to the", "adja
                       "above the"]  # more positions than the original's "over / overly / in the": a place, not the heart's size
 
 
+class _Spans:
+    "Character spans sorted by start, with the running maximum of their ends: overlap and containment tests in log time."
+    def __init__(self, spans):  # (start, end) pairs, any order
+        spans = sorted(spans)
+        self.starts = [s for s, _ in spans]
+        self.reach = list(itertools.accumulate((e for _, e in spans), max))  # reach[k]: the furthest end among spans[:k + 1]
+
+    def reach_before(self, x: int, inclusive: bool = False) -> int:
+        "The furthest end of the spans starting before `x` (at or before, if `inclusive`); -1 if none."
+        k = (bisect.bisect_right if inclusive else bisect.bisect_left)(self.starts, x)
+        return self.reach[k - 1] if k else -1
+
+    def overlaps(self, s: int, e: int) -> bool: return self.reach_before(e) > s  # some span meets [s, e)
+    def contains(self, s: int, e: int) -> bool: return self.reach_before(s, True) >= e  # some span holds all of [s, e)
+
+
 class Phrases:
     "The mention and unmention phrase lists of the 14 observations, compiled."
     def __init__(self, root=None,  # a folder with phrases/mention and phrases/unmention; None: shipped copy
@@ -136,10 +155,10 @@ class Phrases:
         self._unmention = {o: [(p, re.compile(re.escape(p))) for p in ps] for o, ps in self.unmention.items()}
         self._keep = {o: [(p, re.compile(re.escape(p))) for p in ps] for o, ps in self.keep.items()}
 
-    def _blocked(self, obs: str, text: str) -> list[tuple[int, int]]:
+    def _blocked(self, obs: str, text: str) -> _Spans:
         spans = [u.span() for p, urx in self._unmention.get(obs, ()) if p in text for u in urx.finditer(text)]
-        keep = [k.span() for p, krx in self._keep.get(obs, ()) if p in text for k in krx.finditer(text)]
-        return [(s, e) for s, e in spans if not any(ks <= s and e <= ke for ks, ke in keep)]
+        keep = _Spans(k.span() for p, krx in self._keep.get(obs, ()) if p in text for k in krx.finditer(text))
+        return _Spans((s, e) for s, e in spans if not keep.contains(s, e))
 
     def find(self, text: str) -> list[tuple[str, int, int]]:
         "(observation, start, end) of each mention in the normalised sentence `text`, unmentions removed."
@@ -151,7 +170,7 @@ class Phrases:
                 for m in rx.finditer(text):
                     s, e = m.span()
                     if blocked is None: blocked = self._blocked(obs, text)
-                    if not any(max(s, us) < min(e, ue) for us, ue in blocked):
+                    if not blocked.overlaps(s, e):
                         out.append((obs, s, e))
         return out
 
@@ -257,10 +276,10 @@ class Rule:
 
     def spans(self, sent: Sentence) -> list[tuple[int, int]]:
         "Word spans [i, j) of this rule's triggers in `sent`, pseudo-triggers removed."
-        bad = [m.span() for m in self.unless_rx.finditer(sent.joined)] if self.unless_rx else ()
+        bad = _Spans(m.span() for m in self.unless_rx.finditer(sent.joined)) if self.unless_rx else _Spans(())
         out = []
         for m in self.rx.finditer(sent.joined):
-            if any(s <= m.start() < e for s, e in bad): continue
+            if bad.reach_before(m.start(), True) > m.start(): continue  # inside a pseudo-trigger
             out.append((bisect.bisect_left(sent.offsets, m.start()), bisect.bisect_left(sent.offsets, m.end() + 1)))
         return out
 
@@ -380,14 +399,29 @@ NOT_CALCIFIED = re.compile(r"(?<![^ ])(?:not|without|non|no)(?: \S+){0,2} (?:cal
 _STATUS = {"pre_negation_uncertainty": UNCERTAIN, "negation": NEGATIVE, "post_negation_uncertainty": UNCERTAIN}
 
 
-def _reaches(rule: Rule, sent: Sentence, m0: int, m1: int, spans,
+class Triggers(NamedTuple):
+    "A rule's trigger word spans in one sentence, in order, with their starts and ends for bisection."
+    spans: list[tuple[int, int]]  # [i, j) word spans, as `Rule.spans` gives them
+    starts: list[int]
+    ends: list[int]
+
+    @classmethod
+    def of(cls, spans): return cls(list(spans), [i for i, _ in spans], [j for _, j in spans])
+
+
+def _reaches(rule: Rule, sent: Sentence, m0: int, m1: int, spans,  # `Triggers` (or a list of spans)
              alts=(),  # word indices covered by the mentions of the same observation (a set)
              ext: bool = False) -> bool:  # the project's scope refinements (scope_allows_ext)
     toks, allows = sent.toks, (scope_allows_ext if ext else scope_allows)
     def ok(between, far):  # far: the word index on the trigger's other side, where an alternative would stand
         if rule.blockers_rx is not None and any(rule.blockers_rx.match(t) for t in between): return False
         return not (rule.alt and far in alts)
-    for i, j in spans:
+    t = spans if isinstance(spans, Triggers) else Triggers.of(spans)
+    if not t.spans: return False
+    near = []  # only triggers ending within `window` words before the mention or starting within it after
+    if rule.direction != "bwd": near += t.spans[bisect.bisect_left(t.ends, m0 - rule.window):bisect.bisect_right(t.ends, m0)]
+    if rule.direction != "fwd": near += t.spans[bisect.bisect_left(t.starts, m1):bisect.bisect_right(t.starts, m1 + rule.window)]
+    for i, j in near:
         if rule.direction != "bwd" and j <= m0 and m0 - j <= rule.window and allows(toks[j:m0], rule.scope) and ok(toks[j:m0], i - 1):
             return True
         if rule.direction != "fwd" and i >= m1 and i - m1 <= rule.window and allows(toks[m1:i], rule.scope) and ok(toks[m1:i], j):
@@ -413,7 +447,7 @@ def classify(sent: Sentence,  # the tokenized sentence
             if rule.direction == "self":
                 if rule.rx.search(text): return _STATUS[family]
                 continue
-            if rule.name not in cache: cache[rule.name] = rule.spans(sent)
+            if rule.name not in cache: cache[rule.name] = Triggers.of(rule.spans(sent))
             if _reaches(rule, sent, m0, m1, cache[rule.name], alts, ext): return _STATUS[family]
     return POSITIVE
 
@@ -433,14 +467,16 @@ def label_sentence(text: str,  # one normalised sentence
     covered = {}  # observation -> word indices its mentions cover (the alternatives of the U-or refinement)
     if ext:
         for (obs, _, _), (m0, m1) in zip(mentions, spans): covered.setdefault(obs, set()).update(range(m0, m1))
+    heart_size = calcified = None  # sentence-level tests, searched once when a mention needs them (linear time)
     for (obs, s, e), (m0, m1) in zip(mentions, spans):
         v = classify(sent, m0, m1, text[s:e], cache, rules, covered.get(obs, ()), ext)
-        if (ext and v == POSITIVE and obs in ("Cardiomegaly", "Enlarged Cardiomediastinum")
-                and not HEART_FINDING.search(sent.joined)):
-            continue  # "the heart and lungs ...", "shift of the heart": the heart named, its size not stated
-        if (ext and obs == "Lung Lesion" and CALCIFIED_LESION.search(sent.joined)
-                and not NOT_CALCIFIED.search(sent.joined)):
-            continue  # "calcified right hilar nodules", "nodule ... appears calcified": a healed granuloma
+        if ext and v == POSITIVE and obs in ("Cardiomegaly", "Enlarged Cardiomediastinum"):
+            if heart_size is None: heart_size = bool(HEART_FINDING.search(sent.joined))
+            if not heart_size: continue  # "the heart and lungs ...", "shift of the heart": the heart named, its size not stated
+        if ext and obs == "Lung Lesion":
+            if calcified is None:
+                calcified = bool(CALCIFIED_LESION.search(sent.joined)) and not NOT_CALCIFIED.search(sent.joined)
+            if calcified: continue  # "calcified right hilar nodules", "nodule ... appears calcified": a healed granuloma
         out.append((obs, text[s:e], v))
     return out
 
@@ -500,6 +536,9 @@ def label_report(text: str | None,  # one report (findings and / or impression),
 def label_reports(reports: Iterable[str | None],  # raw report texts
                   phrases: Phrases | None = None) -> pd.DataFrame:
     "One row per report, the 14 `CHEXPERT_LABELS` columns; `attrs['unlabelled']` counts rows left blank by reason."
+    if isinstance(reports, (str, bytes)):  # a bare string would be labelled character by character
+        raise TypeError(f"label_reports: got one {type(reports).__name__} ({len(reports)} characters); pass a list of "
+                        "report texts, e.g. label_reports([text]), or label_report(text) for one report")
     rows, skipped = [], Counter()
     for k, text in enumerate(reports):
         try:
@@ -523,10 +562,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     path = Path(a.reports_path)
     if not path.is_file(): raise SystemExit(f"clinical-bert label: {path}: no such file; pass a CSV of reports")
+    with path.open("rb") as f:
+        if b"\x00" in f.read(1 << 16):  # text files hold no NUL bytes: an image, a spreadsheet, a model given by mistake
+            raise SystemExit(f"clinical-bert label: {path} is a binary file, not a CSV of reports; "
+                             "pass a UTF-8 text CSV with one report per row, no header")
     try:
-        reports = pd.read_csv(path, header=None, dtype=str, keep_default_na=False).iloc[:, 0]
+        reports = pd.read_csv(path, header=None, dtype=str, keep_default_na=False, encoding="utf-8").iloc[:, 0]
     except pd.errors.EmptyDataError:
         raise SystemExit(f"clinical-bert label: {path} is empty; expected one report per row") from None
+    except UnicodeDecodeError as e:  # binary, or text in another encoding
+        raise SystemExit(f"clinical-bert label: {path} is not UTF-8 text (byte {e.start} is {e.object[e.start:e.start + 1]!r}); "
+                         "pass a CSV of reports saved as UTF-8, one report per row, no header") from None
+    except pd.errors.ParserError as e:
+        raise SystemExit(f"clinical-bert label: {path} is not a readable CSV ({' '.join(str(e).split())}); "
+                         "pass one report per row in the first column, quoted if it holds commas") from None
     labels = label_reports(reports.tolist())
     out = pd.concat([reports.rename("Reports").reset_index(drop=True), labels], axis=1)[ORIGINAL_COLUMNS]
     out.to_csv(a.output_path, index=False)

@@ -10,11 +10,13 @@ import math
 import shutil
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.bleu.bleu_scorer import BleuScorer
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
@@ -22,8 +24,9 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 # %% auto #0
-__all__ = ['NLG_KEYS', 'NLG_UNAVAILABLE', 'CE_AVERAGES', 'ptb_tokenize', 'meteor_scorer', 'close_meteor', 'nlg_scores',
-           'binarize_labels', 'ce_scores', 'auc_scores', 'format_table']
+__all__ = ['NLG_KEYS', 'NLG_UNAVAILABLE', 'BLEU_STATS', 'CE_AVERAGES', 'ptb_tokenize', 'meteor_scorer', 'close_meteor',
+           'bleu_stats', 'bleu_from_stats', 'nlg_scores', 'nlg_samples', 'binarize_labels', 'ce_scores', 'auc_scores',
+           'format_table', 'ce_stats', 'ce_from_stats', 'CI', 'resample_counts', 'bootstrap_ci', 'paired_bootstrap']
 
 # %% ../nbs/09_metrics.ipynb #6ae43d50
 NLG_KEYS = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr")  # keys of `nlg_scores`
@@ -101,9 +104,40 @@ def close_meteor():
 
 atexit.register(close_meteor)
 
+# %% ../nbs/09_metrics.ipynb #b03211f2
+BLEU_STATS = ("correct_1", "correct_2", "correct_3", "correct_4", "guess_1", "guess_2", "guess_3", "guess_4",
+              "testlen", "reflen")  # columns of `bleu_stats`: clipped n-gram matches, hypothesis n-grams, lengths
+
+
+def bleu_stats(scorer: BleuScorer) -> np.ndarray:
+    "(N, 10) per-report BLEU sufficient statistics (`BLEU_STATS`) of a filled pycocoevalcap `BleuScorer`."
+    rows = []
+    for c in scorer.ctest:
+        reflen = min((abs(l - c["testlen"]), l) for l in c["reflen"])[1]  # the "closest" reference length, as pycocoevalcap
+        rows.append([*c["correct"], *c["guess"], c["testlen"], reflen])
+    return np.asarray(rows, dtype=float).reshape(-1, len(BLEU_STATS))
+
+
+def bleu_from_stats(sums: np.ndarray,  # (..., 10) summed `bleu_stats` (one row per resample)
+                   ) -> np.ndarray:
+    "(..., 4) corpus BLEU-1..4 from summed sufficient statistics, pycocoevalcap's formula (its 1e-15 / 1e-9 guards)."
+    tiny, small = 1e-15, 1e-9
+    p = (sums[..., 0:4] + tiny) / (sums[..., 4:8] + small)  # modified n-gram precisions
+    bleu = np.cumprod(p, axis=-1) ** (1.0 / np.arange(1, 5))  # geometric means of p_1..p_n
+    ratio = (sums[..., 8] + tiny) / (sums[..., 9] + small)
+    bp = np.where(ratio < 1, np.exp(1 - 1 / np.minimum(ratio, 1)), 1.0)  # brevity penalty
+    return bleu * bp[..., None]
+
 # %% ../nbs/09_metrics.ipynb #767606bc
+def _not_one_string(x, what: str, fn: str):
+    "Refuse a bare string where a list of reports is expected (it would be scored character by character)."
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"{fn}: {what} is one {type(x).__name__} ({len(x)} characters); pass a list of reports, e.g. [text]")
+
+
 def _as_ref_lists(refs) -> list[list[str]]:
     "References as one list of strings per report (a single string becomes a one-item list)."
+    _not_one_string(refs, "refs", "nlg_scores")
     out = []
     for i, r in enumerate(refs):
         r = [r] if isinstance(r, str) else list(r)
@@ -120,6 +154,17 @@ def nlg_scores(refs: Sequence[str] | Sequence[Sequence[str]],  # one reference p
     """BLEU-1..4, METEOR, ROUGE-L and CIDEr of `hyps` against `refs` with pycocoevalcap on PTB-tokenised text.
     Keys: `NLG_KEYS` ("BLEU_1".."BLEU_4", "METEOR", "ROUGE_L", "CIDEr"). SPICE is not computed
     (unavailable offline, see `NLG_UNAVAILABLE`). Needs `java` on PATH."""
+    return nlg_samples(refs, hyps, meteor)[0]
+
+
+def nlg_samples(refs: Sequence[str] | Sequence[Sequence[str]],  # as `nlg_scores`
+                hyps: Sequence[str],  # as `nlg_scores`
+                meteor: bool = True,  # False skips METEOR
+               ) -> tuple[dict, dict]:
+    """`nlg_scores` and the per-report statistics behind them, for the bootstrap: `"bleu"` (N, 10) BLEU sufficient
+    statistics (`bleu_stats`), `"ROUGE_L"` and `"CIDEr"` (N,) per-report scores (CIDEr's document frequencies from
+    all N references), `"METEOR"` (N,) METEOR's segment scores (from the same call)."""
+    _not_one_string(hyps, "hyps", "nlg_scores")
     refs, hyps = _as_ref_lists(refs), list(hyps)
     if len(refs) != len(hyps): raise ValueError(f"nlg_scores: {len(refs)} reference reports but {len(hyps)} hypotheses")
     if not hyps: raise ValueError("nlg_scores: no reports to score")
@@ -136,19 +181,24 @@ def nlg_scores(refs: Sequence[str] | Sequence[Sequence[str]],  # one reference p
                               "each scores 0 and counts in every average")
     n_empty_ref = sum(not x for r in gts.values() for x in r)
     if n_empty_ref: warnings.warn(f"nlg_scores: {n_empty_ref} references are empty after tokenisation")
-    out = dict(zip(NLG_KEYS[:4], map(float, Bleu(4).compute_score(gts, res, verbose=0)[0])))
-    if meteor: out["METEOR"] = _meteor_score(gts, res)
-    out["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
-    out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
-    return out
+    bleu = BleuScorer(n=4)  # what pycocoevalcap's Bleu(4).compute_score does, keeping the cooked per-report counts
+    for i in gts: bleu += (res[i][0], gts[i])
+    out = dict(zip(NLG_KEYS[:4], map(float, bleu.compute_score(option="closest", verbose=0)[0])))
+    per = {"bleu": bleu_stats(bleu)}
+    if meteor: out["METEOR"], per["METEOR"] = _meteor_score(gts, res)
+    rouge, per["ROUGE_L"] = Rouge().compute_score(gts, res)
+    cider, per["CIDEr"] = Cider().compute_score(gts, res)
+    out["ROUGE_L"], out["CIDEr"] = float(rouge), float(cider)
+    return out, {k: np.asarray(v, dtype=float) for k, v in per.items()}
 
 
-def _meteor_score(gts, res) -> float:
-    "Corpus METEOR through the shared process; a failed call closes that process and says why."
+def _meteor_score(gts, res) -> tuple[float, list[float]]:
+    "Corpus METEOR and the segment scores through the shared process; a failed call closes that process and says why."
     m = meteor_scorer()
     gts = {k: [x.replace("|||", "") for x in v] for k, v in gts.items()}  # `|||` separates fields in METEOR's protocol
     try:
-        return float(m.compute_score(gts, res)[0])
+        score, segments = m.compute_score(gts, res)
+        return float(score), segments
     except Exception as e:
         # pycocoevalcap leaves its lock held when a call fails: free it so that waiting threads fail too, not hang
         if m.lock.locked(): m.lock.release()
@@ -191,6 +241,7 @@ def binarize_labels(labels: pd.DataFrame, uncertain: int = 0) -> np.ndarray:
 def _labels_of(x, side: str) -> pd.DataFrame:
     "A label frame as given, or `label_reports` of a list of report texts."
     if isinstance(x, pd.DataFrame): return x.reset_index(drop=True)
+    _not_one_string(x, side, "ce_scores")
     x = list(x)
     if not all(isinstance(t, str) for t in x): raise TypeError(f"ce_scores: {side} must be report strings or a label DataFrame")
     from clinical_bert.labeler import label_reports  # imported on use: labelling is only needed for texts
@@ -273,3 +324,113 @@ def format_table(scores: dict,  # metric -> value, or column name -> {metric -> 
     lines = ["| metric | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     lines += [f"| {k} | " + " | ".join(_fmt(c.get(k), digits) for c in cols.values()) + " |" for k in keys]
     return "\n".join(lines)
+
+# %% ../nbs/09_metrics.ipynb #29264e6f
+def ce_stats(y_true: np.ndarray,  # (N, L) 0/1 reference labels (`binarize_labels`)
+             y_pred: np.ndarray,  # (N, L) 0/1 labels of the generated reports
+            ) -> np.ndarray:
+    "(N, 3L + 3) per-report CE statistics: TP, FP, FN of each observation, then the report's example-based P, R, F1."
+    t, p = np.asarray(y_true).astype(bool), np.asarray(y_pred).astype(bool)
+    if t.shape != p.shape or t.ndim != 2: raise ValueError(f"ce_stats: y_true {t.shape} and y_pred {p.shape} must be equal (N, L)")
+    tp, fp, fn = (t & p).astype(float), (~t & p).astype(float), (t & ~p).astype(float)
+    a, b, c = tp.sum(1), fp.sum(1), fn.sum(1)
+    ex = np.stack([_div(a, a + b), _div(a, a + c), _div(2 * a, 2 * a + b + c)], axis=1)  # zero_division=0, as scikit-learn
+    return np.hstack([tp, fp, fn, ex])
+
+
+def _div(a, b):
+    "a / b, and 0 where b is 0 (scikit-learn's zero_division=0)."
+    a, b = np.broadcast_arrays(np.asarray(a, float), np.asarray(b, float))
+    return np.divide(a, b, out=np.zeros(a.shape), where=b > 0)
+
+
+def ce_from_stats(sums: np.ndarray,  # (..., 3L + 3) `ce_stats` summed over reports (one row per resample)
+                  n: int,  # the number of reports summed (the example-based scores are means)
+                  names: Sequence[str],  # the L observation names
+                 ) -> dict:
+    "The `ce_scores` keys (support left out) from summed `ce_stats`, vectorised over leading axes."
+    L = len(names)
+    tp, fp, fn = sums[..., :L], sums[..., L:2 * L], sums[..., 2 * L:3 * L]
+    a, b, c = tp.sum(-1), fp.sum(-1), fn.sum(-1)
+    p, r, f = _div(tp, tp + fp), _div(tp, tp + fn), _div(2 * tp, 2 * tp + fp + fn)
+    out = {"ce_micro_precision": _div(a, a + b), "ce_micro_recall": _div(a, a + c), "ce_micro_f1": _div(2 * a, 2 * a + b + c),
+           "ce_macro_precision": p.mean(-1), "ce_macro_recall": r.mean(-1), "ce_macro_f1": f.mean(-1),
+           "ce_example_precision": sums[..., 3 * L] / n, "ce_example_recall": sums[..., 3 * L + 1] / n,
+           "ce_example_f1": sums[..., 3 * L + 2] / n}
+    for i, name in enumerate(names):
+        out.update({f"ce_precision/{name}": p[..., i], f"ce_recall/{name}": r[..., i], f"ce_f1/{name}": f[..., i]})
+    return out
+
+# %% ../nbs/09_metrics.ipynb #2a2ea739
+class CI(NamedTuple):
+    "A score with its bootstrap interval."
+    point: float
+    lo: float
+    hi: float
+
+
+def resample_counts(n: int,  # number of samples
+                    n_resamples: int = 1000,  # R
+                    seed: int = 0,
+                   ) -> np.ndarray:
+    "(R, n) bootstrap resamples as draw counts: entry (r, i) is how often resample r draws sample i (rows sum to n)."
+    if n < 1: raise ValueError("bootstrap: no samples to resample")
+    rng, rows = np.random.default_rng(seed), max(1, (1 << 23) // n)  # about 64 MB of indices at a time
+    out = np.empty((n_resamples, n), dtype=np.float64)
+    for r0 in range(0, n_resamples, rows):
+        r = min(rows, n_resamples - r0)
+        idx = rng.integers(0, n, size=(r, n)) + n * np.arange(r)[:, None]
+        out[r0:r0 + r] = np.bincount(idx.ravel(), minlength=r * n).reshape(r, n)
+    return out
+
+
+def _replicates(x, statistic, counts):
+    "The statistic on the full sample and on each resample (`counts` from `resample_counts`)."
+    x = np.asarray(x, dtype=float)
+    if x.ndim not in (1, 2): raise ValueError(f"bootstrap: x must be (N,) values or (N, K) statistics, got shape {x.shape}")
+    if len(x) != counts.shape[1]: raise ValueError(f"bootstrap: {len(x)} samples but resample counts for {counts.shape[1]}")
+    stat = statistic or (lambda s, n: s / n)  # default: the mean
+    return stat(x.sum(0), len(x)), stat(counts @ x, len(x))
+
+
+def _ci(point, reps, level):
+    if isinstance(point, dict): return {k: _ci(point[k], reps[k], level) for k in point}
+    lo, hi = np.nanquantile(np.asarray(reps, dtype=float), [(1 - level) / 2, (1 + level) / 2], axis=0)
+    point = np.asarray(point, dtype=float)
+    if point.ndim == 0: return CI(float(point), float(lo), float(hi))
+    return [CI(float(p), float(a), float(b)) for p, a, b in zip(point, lo, hi)]
+
+
+def bootstrap_ci(x,  # (N,) per-sample values, or (N, K) per-sample statistics that `statistic` sums
+                 statistic: Callable | None = None,  # (sums (..., K), N) -> value(s) or dict of them; None: the mean
+                 n_resamples: int = 1000,  # R
+                 level: float = 0.95,  # coverage of the interval
+                 seed: int = 0,  # the resamples depend only on (N, R, seed)
+                ):
+    """Percentile bootstrap interval of `statistic(sum_i x_i, N)`, vectorised over resamples: a `CI(point, lo, hi)`,
+    a list of them (vector statistic) or a dict of them (dict statistic)."""
+    x = np.asarray(x, dtype=float)
+    return _ci(*_replicates(x, statistic, resample_counts(len(x), n_resamples, seed)), level)
+
+
+def paired_bootstrap(a,  # (N,) or (N, K) per-sample values / statistics of system a
+                     b,  # the same for system b, on the same N samples in the same order
+                     statistic: Callable | None = None,  # (sums, N) -> one value per resample; None: the mean
+                     n_resamples: int = 1000,
+                     level: float = 0.95,
+                     seed: int = 0,
+                     alpha: float = 0.05,  # significance level of the verdict
+                    ) -> dict:
+    """Paired bootstrap of a against b: `delta` (a - b) with its interval, `p` the one-sided p-value of "a > b"
+    (ties count half), and a `verdict`: "higher, p = ...", "lower, p = ..." or "not distinguishable"."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape: raise ValueError(f"paired_bootstrap: a {a.shape} and b {b.shape} must score the same samples")
+    counts = resample_counts(len(a), n_resamples, seed)
+    (pa, ra), (pb, rb) = _replicates(a, statistic, counts), _replicates(b, statistic, counts)
+    d = np.asarray(ra, dtype=float) - np.asarray(rb, dtype=float)
+    if d.ndim != 1: raise ValueError("paired_bootstrap: the statistic must give one value per resample")
+    p = float(np.mean(d < 0) + 0.5 * np.mean(d == 0))
+    lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
+    verdict = (f"higher, p = {p:.3g}" if p < alpha else f"lower, p = {1 - p:.3g}" if 1 - p < alpha
+               else "not distinguishable")
+    return {"delta": float(pa - pb), "lo": float(lo), "hi": float(hi), "p": p, "verdict": verdict}

@@ -88,3 +88,32 @@ def test_common_report_language():
         got = label_report(text)
         for obs, v in want.items():
             assert (math.isnan(v) and math.isnan(got[obs])) or got[obs] == v, (text, obs, got[obs], v)
+
+
+def test_bare_string_is_refused():
+    with pytest.raises(TypeError, match=r"pass a list of report texts, e.g. label_reports\(\[text\]\)"):
+        label_reports("No pleural effusion.")
+
+
+def test_one_very_long_sentence_gets_the_right_labels():
+    # 20,000 words in one sentence: every trigger and mention of it is looked at only within its window
+    unit = "there is no pleural effusion or pneumothorax and there is mild cardiomegaly with basilar atelectasis"
+    words = unit.split()
+    text = " ".join(words[i % len(words)] for i in range(20000)) + "."
+    got = label_report(text)
+    assert (got["Pleural Effusion"], got["Pneumothorax"], got["Cardiomegaly"], got["Atelectasis"]) == (0.0, 0.0, 1.0, 1.0)
+    assert got == label_report(" ".join([unit] * 3) + ".")  # the same labels as three copies
+
+
+@pytest.mark.parametrize("name,data,says", [
+    ("film.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "is a binary file"),
+    ("notes.csv", "Épanchement pleural droit.\n".encode("latin-1"), "is not UTF-8 text"),
+])
+def test_command_line_on_a_binary_or_non_utf8_file_names_it(tmp_path, capsys, name, data, says):
+    src = tmp_path / name
+    src.write_bytes(data)
+    with pytest.raises(SystemExit) as e:
+        labeler.main(["--reports_path", str(src), "--output_path", str(tmp_path / "o.csv")])
+    msg = str(e.value)
+    assert f"{src} {says}" in msg and "UTF-8" in msg and "\n" not in msg
+    assert not (tmp_path / "o.csv").exists()

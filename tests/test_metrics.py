@@ -115,3 +115,33 @@ def test_ce_scores_through_the_labeler():
     worse = metrics.ce_scores(texts, [texts[0], "The heart is enlarged.", texts[2]])
     assert worse["ce_micro_precision"] == 1.0 and worse["ce_micro_recall"] < 1.0
     assert metrics.ce_scores(labeler.label_reports(texts), texts) == ce  # a label frame instead of texts
+
+
+def test_bare_strings_are_refused():
+    with pytest.raises(TypeError, match="refs is one str"):
+        metrics.nlg_scores(REFS[0], HYPS, meteor=False)
+    with pytest.raises(TypeError, match="hyps is one str"):
+        metrics.nlg_scores(REFS, HYPS[0], meteor=False)
+    with pytest.raises(TypeError, match="hyps is one str.*pass a list of reports"):
+        metrics.ce_scores(REFS, "No effusion.")
+
+
+def test_bootstrap_vectorised_statistics():
+    import numpy as np
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 2, (200, 14)), rng.integers(0, 2, (200, 14))
+    names = [f"o{i}" for i in range(14)]
+    ci = metrics.bootstrap_ci(metrics.ce_stats(y, p), lambda s, n: metrics.ce_from_stats(s, n, names))
+    assert all(c.lo <= c.point <= c.hi for c in ci.values())
+    full = metrics.ce_scores(pd_frame(y, names), pd_frame(p, names))
+    assert ci["ce_micro_f1"].point == pytest.approx(full["ce_micro_f1"], abs=1e-12)
+    assert ci["ce_example_f1"].point == pytest.approx(full["ce_example_f1"], abs=1e-12)
+    a = rng.random(300)
+    assert metrics.paired_bootstrap(a, a)["verdict"] == "not distinguishable"
+    assert metrics.paired_bootstrap(a + 0.05, a)["p"] < 0.05
+    assert metrics.bootstrap_ci(a, seed=3) == metrics.bootstrap_ci(a, seed=3)
+
+
+def pd_frame(x, names):
+    import pandas as pd
+    return pd.DataFrame(x, columns=names)
