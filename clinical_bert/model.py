@@ -20,19 +20,20 @@ from fastcore.basics import patch
 from safetensors.torch import load_model, save_model
 from transformers import BertConfig, BertModel
 
-from .imm import IMM_LOSSES, SPARSITY, imm_loss
+from .imm import IMM_LOSSES, SPARSITY, imm_score, imm_scores
 from .masks import BI, IGNORE, MLM_WORDS, MMM, PRETRAIN_PROBS, RRG_PROBS, TASK_NAMES, batch_attention_mask
 
 # %% auto #0
-__all__ = ['TASKS', 'MODES', 'FINETUNE_VOCABS', 'INPUT_NORMS', 'DENSENET121', 'ABLATIONS', 'ABLATION_LABELS', 'BACKBONE_ENV',
-           'ClinicalBertConfig', 'imagenet_weights_file', 'backbone_state_dict', 'load_backbone_weights',
-           'VisualExtractor', 'LMHead', 'CDHead', 'layout_ids', 'ClinicalBert', 'ClinicalBertOutput', 'overfit',
-           'wordpiece_mean', 'count_parameters']
+__all__ = ['TASKS', 'MODES', 'FINETUNE_VOCABS', 'IMM_WORDS', 'INPUT_NORMS', 'DENSENET121', 'ABLATIONS', 'ABLATION_LABELS',
+           'BACKBONE_ENV', 'ClinicalBertConfig', 'imagenet_weights_file', 'backbone_state_dict',
+           'load_backbone_weights', 'VisualExtractor', 'LMHead', 'CDHead', 'layout_ids', 'ClinicalBert',
+           'ClinicalBertOutput', 'imm_loss_rows', 'overfit', 'wordpiece_mean', 'count_parameters']
 
 # %% ../nbs/05_model.ipynb #ad3ad9cb
 TASKS = ("s2s", "bi", "mmm", "cd", "imm")  # pre-training objectives (eq. 8)
 MODES = ("pretrain", "rrg", "rd")
 FINETUNE_VOCABS = ("dataset", "pretrained")  # finetune_vocab choices
+IMM_WORDS = ("joint", "text_only")  # where IMM's word features e_l come from (see Losses)
 INPUT_NORMS = ("imagenet", "per_image")  # what the visual extractor does to its input (see the prose)
 DENSENET121 = dict(backbone_growth=32, backbone_blocks=(6, 12, 24, 16), backbone_init_features=64)
 ABLATIONS = {  # Table 4 variant -> enabled tasks and RSA sparsity
@@ -79,7 +80,8 @@ class ClinicalBertConfig:
     cd_on: str = "bi"  # CD on the bi samples ("bi"), on all ("all": one extra bidirectional pass) or "image" (see Losses)
     imm_regions: str = "projected"  # f_i: "projected" visual features or "encoded" encoder outputs
     rsa_sparsity: str = "literal"  # eq. 6: "literal", "renormalize" or "none"
-    imm_loss: str = "contrastive"  # eq. 7: "contrastive" or "literal"
+    imm_loss: str = "contrastive"  # eq. 7: "contrastive" (S°, length-invariant, the default), "contrastive_eq7" or "literal"
+    imm_words: str = "joint"  # e_l: outputs of the joint pass ("joint", the paper) or of a text-only pass ("text_only")
     imm_k: int = 12  # K regions kept per word (eq. 6)
     rho1: float = 4.0
     rho2: float = 4.0
@@ -122,6 +124,7 @@ class ClinicalBertConfig:
         _choice("imm_regions", self.imm_regions, ("projected", "encoded"))
         _choice("rsa_sparsity", self.rsa_sparsity, SPARSITY)
         _choice("imm_loss", self.imm_loss, IMM_LOSSES)
+        _choice("imm_words", self.imm_words, IMM_WORDS)
         _choice("word_init", self.word_init, ("wordpiece_mean", "random"))
         _choice("finetune_vocab", self.finetune_vocab, FINETUNE_VOCABS)
         _choice("attn_implementation", self.attn_implementation, ("sdpa", "eager"))
@@ -208,7 +211,7 @@ class ClinicalBertConfig:
                              image_size=128, backbone_growth=8, backbone_blocks=(2, 2, 2, 2),
                              backbone_init_features=16, imm_k=4,
                              input_norm="per_image", hidden_dropout=0.0, attention_dropout=0.0,
-                             mlm_prob=0.5, cd_on="image", rrg_cd=1.0), **kw})
+                             mlm_prob=0.5, cd_on="image", rrg_cd=1.0, imm_words="text_only"), **kw})
 
     @classmethod
     def tiny(cls, **kw) -> "ClinicalBertConfig":
@@ -463,14 +466,15 @@ class ClinicalBertOutput:
     losses: dict  # task name -> detached scalar
     terms: dict | None = None  # task name -> scalar with its graph (weighting, gradient checks)
     hidden: torch.Tensor | None = None  # (B, T, hidden) encoder outputs
-    lm_logits: torch.Tensor | None = None  # (N, vocab) at the predicted text positions
-    cd_logits: torch.Tensor | None = None  # (N_cd, n_labels)
+    lm_logits: torch.Tensor | None = None  # (B, n_text, vocab) at every text position (targets != -100 are scored)
+    cd_logits: torch.Tensor | None = None  # (B, n_labels) for every sample; the CD loss reads its rows only
     rd_logits: torch.Tensor | None = None  # (B, rd_labels)
 
 
-def _zero(x: torch.Tensor) -> torch.Tensor:
-    "A zero loss that keeps the graph (a task with no sample in this batch)."
-    return x.sum() * 0.0
+def _masked_mean(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    "Mean of x over the entries where m is True, 0 (with the graph) where there is none; no host sync."
+    m = m.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp_min(1.0)
 
 
 @patch
@@ -485,23 +489,22 @@ def forward(self: ClinicalBert, batch: dict) -> ClinicalBertOutput:
     if targets.shape[1] > c.max_text_len + 1:
         raise ValueError(f"batch text length {targets.shape[1]} > max_text_len + 1 = {c.max_text_len + 1} "
                          "(words + [SEP]); build the Collator with max_len=config.max_text_len")
-    present = {TASK_NAMES[t] for t in task.unique().tolist()}
-    if present - set(c.lm_tasks):
-        raise ValueError(f"batch has {sorted(present - set(c.lm_tasks))} samples but this model "
+    present = batch.get("tasks_present")  # decided by the Collator on the CPU
+    if present is None:  # a hand-built batch: ask the tensor (a host sync)
+        present = [TASK_NAMES[t] for t in task.unique().tolist()]
+    if set(present) - set(c.lm_tasks):
+        raise ValueError(f"batch has {sorted(set(present) - set(c.lm_tasks))} samples but this model "
                          f"(mode={c.mode!r}, tasks={c.tasks}) trains {c.lm_tasks}; build the Collator "
                          "with task_probs=config.task_probs")
     h, f, x = self.encode(batch["images"], batch["text_ids"], task, valid)
     R = f.shape[1]
-    text_h = h[:, R + 2:]
     losses, out = {}, ClinicalBertOutput(None, {}, hidden=h)
-    # MLM (eqs. 3, 4) and MMM (eq. 2): one LM head on the predicted positions only
-    sel = targets != IGNORE
-    logits = self.lm_head(text_h[sel])  # (N, vocab)
-    ce = F.cross_entropy(logits.float(), targets[sel], reduction="none")
-    tok_task = task[:, None].expand_as(targets)[sel]
+    # MLM (eqs. 3, 4) and MMM (eq. 2): one LM head on every text position, the targets pick the scored ones
+    logits = self.lm_head(h[:, R + 2:])  # (B, n_text, vocab)
+    ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE,
+                         reduction="none").view_as(targets)  # 0 where targets == -100
     for t in c.lm_tasks:
-        m = tok_task == TASK_NAMES.index(t)
-        losses[t] = ce[m].mean() if m.any() else _zero(logits)
+        losses[t] = _masked_mean(ce, (targets != IGNORE) & (task == TASK_NAMES.index(t))[:, None])
     out.lm_logits = logits
     if c.mode == "pretrain" and "cd" in c.tasks:  # eq. 1
         losses["cd"], out.cd_logits = self._cd_loss(h, x, batch, R)
@@ -516,37 +519,65 @@ def forward(self: ClinicalBert, batch: dict) -> ClinicalBertOutput:
 
 @patch
 def _cd_loss(self: ClinicalBert, h, x, batch, R):
+    "CD loss (eq. 1) over the rows `cd_on` names, and the CD logits of every row."
     task, labels = batch["task"], batch["labels"]
     bi = task == BI
     feats = h[:, [0, R + 1]]  # E_[CLS], E_[SEP] (first)
     film_only = self.config.cd_on == "image" or self.config.mode == "rrg"  # RRG's CD never reads the report
-    if self.config.cd_on == "all" and not film_only and (~bi).any():  # one extra bidirectional pass for the others
-        nb = ~bi
-        pos, seg = self.layout(R, 0, x.shape[1], int(nb.sum()), x.device)
-        mask = batch_attention_mask(torch.full_like(task[nb], BI), R + 2, batch["text_valid"][nb])
-        h2 = self.encoder_step(x[nb], pos, seg, mask)[0]
-        feats = feats.clone()
-        feats[nb] = h2[:, [0, R + 1]]
+    if self.config.cd_on == "all" and not film_only:  # one extra bidirectional pass, kept for the non-bi rows
+        pos, seg = self.layout(R, 0, x.shape[1], len(x), x.device)
+        mask = batch_attention_mask(torch.full_like(task, BI), R + 2, batch["text_valid"])
+        h2 = self.encoder_step(x, pos, seg, mask)[0]
+        feats = torch.where(bi[:, None, None], feats, h2[:, [0, R + 1]])
         rows = torch.ones_like(bi)
     elif film_only:  # s2s / MMM rows: [CLS] and the first [SEP] see the source only
         rows = ~bi
     else:
         rows = bi
-    if not rows.any():
-        return _zero(h), None
-    logits = self.cd_head(feats[rows, 0], feats[rows, 1])
-    return F.binary_cross_entropy_with_logits(logits.float(), labels[rows].float()), logits
+    logits = self.cd_head(feats[:, 0], feats[:, 1])  # (B, n_labels)
+    y = torch.where(rows[:, None], labels.float(), 0.0)  # rows left out: any finite target, weight 0
+    bce = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none")
+    return _masked_mean(bce, rows[:, None].expand_as(bce)), logits
+
+# %% ../nbs/05_model.ipynb #a7e3c2d9
+def imm_loss_rows(e: torch.Tensor,  # (B, L, D) word features e_l
+                  f: torch.Tensor,  # (B, R, D) region features
+                  tags: torch.Tensor, word_mask: torch.Tensor,  # (B, L) each
+                  rows: torch.Tensor,  # (B,) bool: the pairs that take part (the others are weighted out)
+                  config: ClinicalBertConfig) -> torch.Tensor:
+    "`imm.imm_loss` over the pairs where `rows` is True, with shapes that do not depend on `rows` (no host sync)."
+    c, kind = config, config.imm_loss
+    first = torch.arange(word_mask.shape[1], device=word_mask.device) == 0
+    wm = torch.where(rows[:, None], word_mask, first)  # rows left out: one dummy word keeps their scores finite
+    if kind == "literal":
+        s = imm_score(e, f, tags, wm, c.imm_k, c.rho1, c.rho2, c.rsa_sparsity) / c.tau
+        return -_masked_mean(s, rows)
+    S = imm_scores(e, f, tags, wm, c.imm_k, c.rho1, c.rho2, c.rsa_sparsity,
+                   "weighted" if kind == "contrastive" else "eq7") / c.tau  # (B images, B reports)
+    S = S.masked_fill(~(rows[:, None] & rows[None, :]), torch.finfo(S.dtype).min)  # pairs of a left-out row
+    target = torch.arange(len(S), device=S.device)
+    ce = (F.cross_entropy(S, target, reduction="none") + F.cross_entropy(S.T, target, reduction="none")) / 2
+    return _masked_mean(ce, rows)
+
+
+@patch
+def imm_word_features(self: ClinicalBert, h, batch, R) -> torch.Tensor:
+    "IMM's word features e_l (B, n_text, hidden) per `config.imm_words`: the joint pass's, or a text-only pass."
+    if self.config.imm_words == "joint":
+        return h[:, R + 2:]
+    ids = batch["text_ids"]
+    pos, seg = self.layout(R, R + 2, R + 2 + ids.shape[1], len(ids), ids.device)  # the text's own positions
+    mask = batch_attention_mask(batch["task"], R + 2, batch["text_valid"])[:, :, R + 2:, R + 2:]  # text to text
+    return self.encoder_step(self.word_embeddings(ids), pos, seg, mask)[0]
+
 
 @patch
 def _imm_loss(self: ClinicalBert, h, f, batch, R):
     c, wm = self.config, batch["word_mask"]
     rows = (batch["task"] != MMM) & wm.any(1)  # IMM skips MMM samples (DESIGN.md section 1)
-    if not rows.any():
-        return _zero(h)
-    e = h[rows, R + 2:]
-    regions = f[rows] if c.imm_regions == "projected" else h[rows, 1:R + 1]
-    return imm_loss(e.float(), regions.float(), batch["tags"][rows], wm[rows], c.imm_k, c.rho1, c.rho2,
-                    c.tau, c.rsa_sparsity, c.imm_loss)
+    e = self.imm_word_features(h, batch, R)
+    regions = f if c.imm_regions == "projected" else h[:, 1:R + 1]
+    return imm_loss_rows(e.float(), regions.float(), batch["tags"], wm, rows, c)
 
 # %% ../nbs/05_model.ipynb #b7e0c4d1
 @patch

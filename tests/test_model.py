@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from clinical_bert.learner import count_syncs
 from clinical_bert.masks import MMM, S2S, Collator
 from clinical_bert.model import ABLATIONS, ClinicalBert, ClinicalBertConfig, overfit
 from clinical_bert.text import Vocab
@@ -177,3 +178,130 @@ def test_synthetic_studies_through_loader_collator_and_model(tmp_path):
     out = ClinicalBert(cfg)(b)
     assert math.isfinite(out.loss.item()) and set(out.losses) == {"s2s", "bi", "mmm", "cd", "imm"}
     assert (b["tags"] == 1).any(), "synthetic reports should contain MeSH words"
+
+
+# ---- IMM word features (imm_words) ----
+
+def test_imm_words_config():
+    assert ClinicalBertConfig.paper().imm_words == "joint"  # the paper's reading
+    assert ClinicalBertConfig.small().imm_words == "text_only"
+    assert ClinicalBertConfig().imm_words == "joint"  # config.json of older versions: what they trained with
+    with pytest.raises(ValueError, match="imm_words='text'; use one of"):
+        ClinicalBertConfig.tiny(imm_words="text")
+
+
+def _imm_e(model, b):
+    with torch.no_grad():
+        h, f, _ = model.encode(b["images"], b["text_ids"], b["task"], b["text_valid"])
+        return model.imm_word_features(h, b, f.shape[1])
+
+
+def test_text_only_imm_words_do_not_see_the_film():
+    from clinical_bert.masks import batch_attention_mask
+    torch.manual_seed(0)
+    b = Collator(VOCAB, MESH_IDS, seed=0)(items(8))
+    other = {**b, "images": torch.randn_like(b["images"])}
+    joint = ClinicalBert(BASE).eval()
+    text = ClinicalBert(replace(BASE, imm_words="text_only")).eval()
+    text.load_state_dict(joint.state_dict())
+    valid = b["text_valid"]
+    assert (_imm_e(joint, b) - _imm_e(joint, other))[valid].abs().max() > 1e-3  # joint: the words copy the film
+    e = _imm_e(text, b)
+    assert torch.equal(e, _imm_e(text, other))  # text_only: the same words whatever the film
+    # the same as the full sequence with the words barred from [CLS] v [SEP] (the construction of the prose)
+    with torch.no_grad():
+        h, f, x = text.encode(b["images"], b["text_ids"], b["task"], valid)
+        S = f.shape[1] + 2
+        mask = batch_attention_mask(b["task"], S, valid).clone()
+        mask[:, :, S:, :S] = False
+        pos, seg = text.layout(f.shape[1], 0, x.shape[1], len(x))
+        ref = text.encoder_step(x, pos, seg, mask)[0][:, S:]
+    assert (e - ref)[valid].abs().max() < 1e-5
+    # the IMM term still reads the film through the regions f, and differs from the joint one
+    with torch.no_grad():
+        assert text(b).losses["imm"] != pytest.approx(joint(b).losses["imm"].item(), abs=1e-4)
+        assert text(b).losses["imm"] != pytest.approx(text(other).losses["imm"].item(), abs=1e-4)
+
+
+# ---- a training step without host syncs; the masked losses equal the indexed ones ----
+
+def _step(model, b):
+    model(b).loss.backward()
+
+
+def test_pretraining_step_has_at_most_two_syncs():
+    torch.manual_seed(0)
+    for cfg in (BASE, replace(BASE, imm_words="text_only", cd_on="all")):
+        m = ClinicalBert(cfg).train()
+        b = Collator(VOCAB, MESH_IDS, task_probs=cfg.task_probs, seed=0)(items(8))
+        assert b["tasks_present"] == ("s2s", "bi", "mmm")
+        counts = count_syncs(_step, m, b)
+        assert sum(counts.values()) <= 2, dict(counts)
+        # without the Collator's tasks_present the model asks the tensor: the counter sees it
+        hand = {k: v for k, v in b.items() if k != "tasks_present"}
+        assert sum(count_syncs(_step, m, hand).values()) > sum(counts.values())
+
+
+def _reference_losses(m, batch):
+    "The losses computed with boolean indexing and data-dependent shapes (the implementation replaced)."
+    import torch.nn.functional as F
+    from clinical_bert.imm import imm_loss
+    from clinical_bert.masks import BI, IGNORE, TASK_NAMES, batch_attention_mask
+    c = m.config
+    task, valid, targets = batch["task"], batch["text_valid"], batch["text_targets"]
+    h, f, x = m.encode(batch["images"], batch["text_ids"], task, valid)
+    R = f.shape[1]
+    zero = h.sum() * 0
+    sel = targets != IGNORE
+    ce = F.cross_entropy(m.lm_head(h[:, R + 2:][sel]).float(), targets[sel], reduction="none")
+    tok_task = task[:, None].expand_as(targets)[sel]
+    out = {}
+    for t in c.lm_tasks:
+        k = tok_task == TASK_NAMES.index(t)
+        out[t] = ce[k].mean() if k.any() else zero
+    if "cd" in c.tasks or c.mode == "rrg":
+        bi = task == BI
+        feats = h[:, [0, R + 1]]
+        film_only = c.cd_on == "image" or c.mode == "rrg"
+        if c.cd_on == "all" and not film_only:
+            nb = ~bi
+            pos, seg = m.layout(R, 0, x.shape[1], int(nb.sum()), x.device)
+            mask = batch_attention_mask(torch.full_like(task[nb], BI), R + 2, valid[nb])
+            feats = feats.clone()
+            feats[nb] = m.encoder_step(x[nb], pos, seg, mask)[0][:, [0, R + 1]]
+            rows = torch.ones_like(bi)
+        else:
+            rows = ~bi if film_only else bi
+        out["cd"] = (F.binary_cross_entropy_with_logits(m.cd_head(feats[rows, 0], feats[rows, 1]).float(),
+                                                        batch["labels"][rows].float()) if rows.any() else zero)
+        if c.mode == "rrg":
+            out["cd"] = c.rrg_cd * out["cd"]
+    if c.mode == "pretrain" and "imm" in c.tasks:
+        wm = batch["word_mask"]
+        rows = (task != MMM) & wm.any(1)
+        out["imm"] = (imm_loss(h[rows, R + 2:].float(), f[rows].float(), batch["tags"][rows], wm[rows], c.imm_k,
+                               c.rho1, c.rho2, c.tau, c.rsa_sparsity, c.imm_loss) if rows.any() else zero)
+    return out
+
+
+@pytest.mark.parametrize("kw,probs", [
+    (dict(), None), (dict(cd_on="all"), None), (dict(cd_on="image"), None), (dict(imm_loss="literal"), None),
+    (dict(imm_loss="contrastive_eq7"), None), (dict(), (0, 0, 1)), (dict(cd_on="image"), (0, 1, 0)),
+    (dict(mode="rrg", rrg_cd=2.0), None),
+])
+def test_masked_losses_equal_the_indexed_ones(kw, probs):
+    cfg = replace(BASE, **kw)
+    torch.manual_seed(0)
+    m = ClinicalBert(cfg).train()  # no dropout in BASE: two forwards give the same numbers
+    b = Collator(VOCAB, MESH_IDS, mode=cfg.mode, task_probs=probs or cfg.task_probs, seed=1)(items(8))
+    got, want = m(b).terms, _reference_losses(m, b)
+    assert set(got) == set(want)
+    for k in want:
+        assert got[k].item() == pytest.approx(want[k].item(), abs=1e-5), k
+    if not kw and probs is None:  # and the same gradients
+        g1 = torch.autograd.grad(sum(got.values()), list(m.parameters()), allow_unused=True)
+        g2 = torch.autograd.grad(sum(want.values()), list(m.parameters()), allow_unused=True)
+        for (n, _), a, c in zip(m.named_parameters(), g1, g2):
+            assert (a is None) == (c is None) or (a if c is None else c).abs().max() == 0, n
+            if a is not None and c is not None:
+                assert (a - c).abs().max() < 1e-5, n
