@@ -5,6 +5,7 @@
 # %% ../nbs/02_data.ipynb #ccb7e17f
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -394,6 +395,14 @@ class RadiographDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def head(self, n: int) -> "RadiographDataset":
+        "A copy holding the first `n` samples (a dry run's few studies); vocabulary and settings unchanged."
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"head: n={n!r}; give a number of samples >= 1")
+        out = copy.copy(self)
+        out.table, out._labels = self.table.iloc[:n].reset_index(drop=True), self._labels[:n]
+        return out
 
     def image(self, i: int) -> torch.Tensor:
         "Transformed image(s) of sample i: (3, H, W), or (V, 3, H, W) when n_views > 1."

@@ -20,19 +20,21 @@ from .data import skip_none_collate
 from .masks import Collator
 from .metrics import NLG_KEYS, auc_scores, ce_scores, format_table, nlg_scores
 from .model import ClinicalBert
-from .train import (RUN_SIZES, check_vocab, load_model, load_splits, rd_probabilities, run_size)
+from .train import (RUN_SIZES, check_vocab, decode_len, load_model, load_splits, rd_probabilities,
+                                 run_size)
 from .text import Vocab
 
 # %% auto #0
-__all__ = ['RRG_TABLE', 'decoding_defaults', 'generate_split', 'evaluate_rrg', 'evaluate_rd', 'main']
+__all__ = ['RRG_TABLE', 'OUTPUTS', 'MODE_FOR', 'decoding_defaults', 'generate_split', 'evaluate_rrg', 'evaluate_rd', 'check_task',
+           'check_out', 'main']
 
 # %% ../nbs/09a_evaluate.ipynb #d951ab87
 def decoding_defaults(model: ClinicalBert, dataset, beam_size: int | None = None,
                       max_len: int | None = None) -> tuple[int, int]:
     "(beam_size, max_len): the given values, else the model preset's beam and the data set's length (<= max_text_len)."
     c = model.config
-    beam = beam_size or (RUN_SIZES[c.name]["beam_size"] if c.name in RUN_SIZES else 5)
-    length = max_len or min(getattr(dataset, "max_len", c.max_text_len), c.max_text_len)
+    beam = beam_size if beam_size is not None else (RUN_SIZES[c.name]["beam_size"] if c.name in RUN_SIZES else 5)
+    length = max_len if max_len is not None else min(getattr(dataset, "max_len", c.max_text_len), c.max_text_len)
     if beam < 1 or length < 1:
         raise ValueError(f"beam_size={beam} and max_len={length} must be >= 1")
     return beam, length
@@ -126,6 +128,33 @@ def evaluate_rd(model_dir,  # a model folder (finetune_rd's)
     return _write(out_dir, scores, meta, ["auc_mean"] + [f"auc/{n}" for n in names], frame, "probabilities.csv")
 
 # %% ../nbs/09a_evaluate.ipynb #d139ce6a
+OUTPUTS = ("metrics.json", "table.md", "reports.csv", "probabilities.csv")  # what an evaluation writes
+MODE_FOR = {"rd": ("rd", "finetune-rd"), "rrg": ("rrg", "finetune-rrg")}  # task -> (model mode it needs, command)
+
+
+def check_task(model_dir, task: str) -> None:
+    "Refuse a task the model was not fine-tuned for (a diagnosis head that never trained scores about chance)."
+    cfg = Path(model_dir) / "config.json"
+    if not cfg.is_file():
+        raise FileNotFoundError(f"{model_dir}: no config.json; --model takes a model folder written by clinical-bert "
+                                "pretrain / finetune-rrg / finetune-rd (its best/ folder)")
+    mode = json.loads(cfg.read_text()).get("mode")
+    need, command = MODE_FOR[task]
+    if task == "rd" and mode != "rd" or task == "rrg" and mode == "rd":
+        raise ValueError(f"{model_dir} is a {mode!r} model, not fine-tuned for --task {task}; run "
+                         f"`clinical-bert {command} --init {model_dir}` first and evaluate its best/ folder")
+
+
+def check_out(out, overwrite: bool = False) -> None:
+    "Refuse an --out that is a file, or a folder holding an earlier evaluation (unless `overwrite`)."
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; give a folder for metrics.json, table.md and the per-sample CSV")
+    found = [n for n in OUTPUTS if (out / n).exists()]
+    if found and not overwrite:
+        raise FileExistsError(f"--out {out} already holds {', '.join(found)}; choose another folder or add --overwrite")
+
+
 def main(argv=None) -> int:
     "`clinical-bert evaluate --model DIR [--data DIR] --dataset iu --split test --out DIR --task rrg|rd`"
     ap = argparse.ArgumentParser(prog="clinical-bert evaluate", description=(
@@ -137,16 +166,19 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="test", choices=("train", "val", "test"))
     ap.add_argument("--task", default="rrg", choices=("rrg", "rd"))
     ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation in --out")
     ap.add_argument("--preset", default=None, help="image size / synthetic data (default: the model's preset)")
-    ap.add_argument("--beam-size", type=int, default=None)
-    ap.add_argument("--max-len", type=int, default=None)
+    ap.add_argument("--beam-size", type=int, default=None, help="default: the preset's (paper: 5)")
+    ap.add_argument("--max-len", type=int, default=None, help="words per report; default: the data set's "
+                    "(IU X-Ray 60, COV-CTR 80, MIMIC-CXR 100; capped for tiny / small)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--no-meteor", action="store_true", help="skip METEOR (needs java)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--seed", type=int, default=0, help="split seed of data sets without an official split")
     a = ap.parse_args(argv)
-    name = json.loads((Path(a.model) / "config.json").read_text()).get("name") \
-        if (Path(a.model) / "config.json").is_file() else None
+    check_task(a.model, a.task)
+    check_out(a.out, a.overwrite)
+    name = json.loads((Path(a.model) / "config.json").read_text()).get("name")
     preset = a.preset or (name if name in RUN_SIZES else "paper")
     dataset = a.dataset or {"rrg": "iu", "rd": "nih"}[a.task]
     if run_size(preset)["threads"]:  # one thread on a shared CPU (see train.RUN_SIZES)
@@ -154,7 +186,8 @@ def main(argv=None) -> int:
     splits = load_splits(a.data, dataset, preset, a.seed, vocab=a.model if a.task == "rrg" else None)
     ds = splits[a.split]
     if a.task == "rrg":
-        res = evaluate_rrg(a.model, ds, a.out, a.beam_size, a.max_len, a.batch_size, not a.no_meteor, a.device)
+        length = a.max_len if a.max_len is not None else decode_len(preset, dataset)
+        res = evaluate_rrg(a.model, ds, a.out, a.beam_size, length, a.batch_size, not a.no_meteor, a.device)
     else:
         res = evaluate_rd(a.model, ds, a.out, a.batch_size, a.device)
     print(format_table({k: v for k, v in res.items() if "/" not in k}))

@@ -93,7 +93,8 @@ VARIANTS = tuple(ABLATIONS)  # Table 4 rows: baseline, cd, cd_mmm, cd_mmm_imm_de
 FULL = "cd_mmm_imm"  # Clinical-BERT: all four tasks, IMM with sparsity
 PAPER_K = (6, 8, 12, 16, 20, 24)  # Table 5's K values (for 7 x 7 = 49 regions)
 DRY_RUN = dict(  # run-budget entries a dry run replaces: every stage, a few optimizer steps
-    n_samples={"mimic": 32, "iu": 20, "nih": 32},  # synthetic studies per layout
+    n_samples={"mimic": 100, "iu": 24, "nih": 48},  # synthetic studies per layout (every split gets some)
+    head={"train": 8, "val": 2, "test": 4},  # of which each split keeps its first
     epochs={"pretrain": 1, "rrg": 1, "rrg_mimic": 1, "rd": 1, "k_sweep": 1, "k_sweep_rrg": 1},
     batch_size={"pretrain": 2, "rrg": 2, "rd": 2},
     accum_steps={"pretrain": 2, "rrg": 2, "rd": 2},  # accumulation runs too
@@ -194,8 +195,11 @@ def splits(self: Experiment, dataset: str, vocab=None) -> dict:
         label = dataset == "iu" and self.model_config().rrg_cd > 0  # CheXpert labels for RRG's CD (English reports)
         kw = dict(labels_from_reports=True) if label else {}
         n = DRY_RUN["n_samples"] if self.dry_run else None
-        self._splits[key] = load_splits(self._data_folder(dataset), dataset, self.preset, self.seed, vocab=vocab,
-                                        synth_root=Path(self.runs_dir) / "data", n_samples=n, **kw)
+        sp = load_splits(self._data_folder(dataset), dataset, self.preset, self.seed, vocab=vocab,
+                         synth_root=Path(self.runs_dir) / "data", n_samples=n, **kw)
+        if self.dry_run:  # a few studies per split, the vocabulary of the whole training split
+            sp = {k: ds.head(DRY_RUN["head"][k]) for k, ds in sp.items()}
+        self._splits[key] = sp
     return self._splits[key]
 
 # %% ../nbs/09c_pipeline.ipynb #17991b49
