@@ -71,10 +71,17 @@ def wsa(e: torch.Tensor,  # (B, L, D) word features
     return (beta * F.cosine_similarity(e, v, dim=-1, eps=EPS)).masked_fill(~word_mask, 0.0)
 
 
+def _check_words(word_mask: torch.Tensor) -> None:
+    "Every report has a word; on a GPU checked on the device (no host sync: the error surfaces asynchronously)."
+    if word_mask.is_cuda:
+        torch._assert_async(word_mask.any(-1).all(), "IMM: a report has no words (word_mask all False)")
+    elif not word_mask.any(-1).all():
+        raise ValueError("IMM: a report has no words (word_mask all False); drop it before imm_score")
+
+
 def _soft_max(s: torch.Tensor, word_mask: torch.Tensor, rho2: float) -> torch.Tensor:
     "(1/rho2) log sum over the words of exp(rho2 s_l) (eq. 7)."
-    if not word_mask.any(-1).all():
-        raise ValueError("IMM: a report has no words (word_mask all False); drop it before imm_score")
+    _check_words(word_mask)
     return torch.logsumexp((rho2 * s).masked_fill(~word_mask, float("-inf")), -1) / rho2
 
 
@@ -82,8 +89,7 @@ def _weighted_soft_max(cos: torch.Tensor,  # (..., L) cos(e_l, v_l)
                        tags: torch.Tensor, word_mask: torch.Tensor,  # (..., L) each, broadcast against cos
                        rho2: float) -> torch.Tensor:
     "S° = (1/rho2) log sum over the words of beta_l exp(rho2 cos_l), the length-invariant score (below)."
-    if not word_mask.any(-1).all():
-        raise ValueError("IMM: a report has no words (word_mask all False); drop it before imm_score")
+    _check_words(word_mask)
     log_beta = torch.log_softmax(tags.float().masked_fill(~word_mask, float("-inf")), -1)
     return torch.logsumexp((rho2 * cos + log_beta).masked_fill(~word_mask, float("-inf")), -1) / rho2
 

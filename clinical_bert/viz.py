@@ -219,12 +219,13 @@ def word_region_attention(model,  # a ClinicalBert
     model.eval()
     try:
         with torch.no_grad():
-            h, f, _ = model.encode(image[None].to(dev), text, torch.tensor([TASK_IDS[task]], device=dev),
-                                   torch.ones_like(text, dtype=torch.bool))
+            task_ids, valid = torch.tensor([TASK_IDS[task]], device=dev), torch.ones_like(text, dtype=torch.bool)
+            h, f, _ = model.encode(image[None].to(dev), text, task_ids, valid)
+            R = f.shape[1]  # the word features IMM scores (config.imm_words: joint pass or text-only pass)
+            e = model.imm_word_features(h, {"text_ids": text, "task": task_ids, "text_valid": valid}, R)
     finally:
         model.train(was)
-    R = f.shape[1]
-    e = h[:, R + 2:R + 2 + len(ids)]  # word outputs e_l (not [SEP])
+    e = e[:, :len(ids)]  # word outputs e_l (not [SEP])
     regions = f if c.imm_regions == "projected" else h[:, 1:R + 1]
     _, alpha = rsa(e.float(), regions.float(), c.imm_k, c.rho1, sparsity)  # (1, L, R)
     words = [vocab.itos[ids[i]] if vocab is not None else str(ids[i]) for i in mesh]

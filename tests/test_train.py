@@ -79,7 +79,16 @@ def test_chain_through_the_commands(tmp_path, data):
     pre, rrg, rd = (load_model(tmp_path / d / "best") for d in ("pre", "rrg", "rd"))
     assert (pre[0].config.mode, rrg[0].config.mode, rd[0].config.mode) == ("pretrain", "rrg", "rd")
     assert rrg[0].config.n_views == 2 and rd[0].config.n_views == 1
-    assert pre[1].itos == rrg[1].itos == rd[1].itos  # one vocabulary along the chain
+    # RRG moves onto IU X-Ray's own words (the paper's per-data-set vocabulary); RD keeps the RRG model's
+    from clinical_bert.train import load_splits
+    iu_words = load_splits(data["iu"], "iu", "tiny")["train"].vocab.itos
+    assert rrg[1].itos == iu_words != pre[1].itos and rd[1].itos == rrg[1].itos
+    shared = [w for w in pre[1].itos if w in set(rrg[1].itos)]
+    assert len(shared) > 5  # specials and the words both data sets know carry their rows across
+    # --finetune-vocab pretrained keeps the pre-trained vocabulary, and the data are encoded with it
+    run(["finetune-rrg", "--preset", "tiny", "--data", data["iu"], "--init", "pre/best", "--out", "rrg-pre", "--epochs",
+         "1", "--finetune-vocab", "pretrained", "--no-progress"], tmp_path)
+    assert load_model(tmp_path / "rrg-pre" / "best")[1].itos == pre[1].itos
     # a fine-tuning without a model folder is the no-pre-training row, and says how it was built
     r = run(["finetune-rd", "--preset", "tiny", "--data", data["nih"], "--out", "rd0", "--epochs", "1",
              "--bert", "none", "--no-progress"], tmp_path)
@@ -105,3 +114,39 @@ def test_ddp_two_gloo_processes(tmp_path, data):
     import csv
     rows = list(csv.DictReader(open(tmp_path / "ddp" / "metrics.csv")))
     assert any(r["name"] == "cd" for r in rows) and any(r["name"] == "valid_loss" for r in rows)
+
+
+@pytest.fixture(scope="module")
+def paper_data(tmp_path_factory):
+    "A MIMIC-CXR-layout benchmark at the paper's 224 px cut to 8 training and 2 validation films (two DDP steps)."
+    import csv
+    from clinical_bert.train import synthetic_benchmark
+    d = synthetic_benchmark(tmp_path_factory.mktemp("paper"), "paper", seed=0, layouts=("mimic",),
+                            n_samples={"mimic": 100})["mimic"]
+    split = d / "mimic-cxr-2.0.0-split.csv"
+    rows = list(csv.DictReader(open(split)))
+    keep = [r for r in rows if r["split"] == "train"][:8] + [r for r in rows if r["split"] == "validate"][:2]
+    assert len(keep) == 10, "the 100-study benchmark has no validation film"
+    with open(split, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(keep)
+    return d
+
+
+def test_ddp_paper_shapes_two_gloo_processes(tmp_path, paper_data):
+    "Two steps of paper-shape pre-training (224 px, DenseNet121, BERT-base 12 x 768, 100 words) as two gloo processes."
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(SCRIPT), "pretrain", "--preset", "paper", "--data", str(paper_data), "--bert", "none",
+                        "--backbone-weights", "none", "--out", "ddp-paper", "--epochs", "1", "--batch-size", "2",
+                        "--accum-steps", "1", "--device", "cpu", "--threads", "1", "--no-progress"],
+                       cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    from clinical_bert.train import load_model
+    import csv
+    model, vocab = load_model(tmp_path / "ddp-paper" / "best")
+    c = model.config
+    assert (c.image_size, c.hidden_size, c.num_hidden_layers, c.max_text_len, c.n_regions) == (224, 768, 12, 100, 49)
+    assert (c.backbone_weights, c.encoder_init) == ("none", "none")  # the opt-out is recorded
+    steps = {int(row["step"]) for row in csv.DictReader(open(tmp_path / "ddp-paper" / "metrics.csv")) if row["name"] == "loss"}
+    assert max(steps) == 2, steps  # 8 films / (2 processes x 2 per batch) = 2 optimizer steps
