@@ -37,10 +37,11 @@ from tqdm import tqdm
 __all__ = ['SCHEDULERS', 'PRECISIONS', 'VISUAL_PREFIX', 'CKPT_RE', 'ORDER_FIELDS', 'STREAMS', 'CSV_FIELDS', 'TrainConfig',
            'ToyOutput', 'ToyTwoTask', 'ToyImages', 'lr_factor', 'make_scheduler', 'no_decay', 'unwrap', 'param_groups',
            'make_optimizer', 'seed_everything', 'rng_state', 'set_rng_state', 'forked_rng', 'collate_generator',
-           'deterministic_mode', 'cuda_speed_mode', 'mix_seed', 'EpochSampler', 'replace_dir', 'write_dir',
-           'save_checkpoint', 'load_checkpoint', 'list_checkpoints', 'latest_checkpoint', 'checkpoint_bytes',
-           'check_out_dir', 'dist_info', 'init_distributed', 'resolve_device', 'pick_device', 'resolve_workers',
-           'to_device', 'batch_len', 'Learner', 'KeyedBatches', 'KeyedData', 'SeededCollate', 'count_syncs']
+           'deterministic_mode', 'cuda_speed_mode', 'mix_seed', 'EpochSampler', 'replace_dir', 'recover_dirs',
+           'write_dir', 'save_checkpoint', 'load_checkpoint', 'list_checkpoints', 'latest_checkpoint',
+           'checkpoint_bytes', 'check_out_dir', 'dist_info', 'init_distributed', 'resolve_device', 'pick_device',
+           'resolve_workers', 'to_device', 'batch_len', 'Learner', 'KeyedBatches', 'KeyedData', 'SeededCollate',
+           'count_syncs']
 
 # %% ../nbs/06_learner.ipynb #042cf5c0
 SCHEDULERS = ("linear", "cosine", "constant")  # decay after the warm-up
@@ -81,6 +82,7 @@ class TrainConfig:
     cudnn_benchmark: bool | None = None  # cuDNN autotuning; None: on CUDA unless deterministic
     compile_visual: bool = False  # torch.compile the visual backbone (its input size is fixed)
     min_free_bytes: int | None = None  # free disk needed at start; None: estimate from the model
+    checkpoints: bool = True  # False: no step / epoch checkpoints (a dry run: best/ only, no resume)
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -342,6 +344,21 @@ def replace_dir(tmp: Path, dst: Path) -> None:
     _fsync(dst.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_dirs(folder: Path) -> list[str]:
+    "Undo what a kill left in `folder`: a `.old-X-PID` whose X is gone is X (killed between the two renames), else removed; `.tmp-*` removed."
+    folder, done = Path(folder), []
+    for old in sorted(folder.glob(".old-*")):
+        name = old.name[len(".old-"):].rsplit("-", 1)[0]
+        if (folder / name).exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, folder / name)
+            done.append(name)
+    for tmp in folder.glob(".tmp-*"):  # writes that a kill interrupted
+        shutil.rmtree(tmp, ignore_errors=True)
+    return done
 
 
 def write_dir(dst: Path, write: Callable[[Path], None]) -> Path:
@@ -635,8 +652,9 @@ def setup(self: Learner) -> None:
             size = checkpoint_bytes(model)
             need = int(1.1 * ((cfg.keep_last + 1) * size + size // 3))
         check_out_dir(self.out_dir, need)
-        for tmp in (self.out_dir / "checkpoints").glob(".tmp-*"):  # writes that a kill interrupted
-            shutil.rmtree(tmp, ignore_errors=True)
+        for folder in (self.out_dir, self.out_dir / "checkpoints"):  # what a kill between two renames left
+            for name in recover_dirs(folder):
+                self.log(f"{folder / name}: restored from the copy a killed write had moved aside")
     self._barrier()
     self.steps_per_epoch = self._steps_per_epoch()
     self.total_steps = cfg.epochs * self.steps_per_epoch
@@ -750,6 +768,8 @@ def _all_rng(self: Learner) -> list[dict]:
 def save(self: Learner) -> Path | None:
     "Write a checkpoint of the current position (all ranks call it; rank 0 writes), keeping the newest keep_last."
     self._check_pending()  # never a checkpoint after a non-finite step
+    if not self.cfg.checkpoints:  # a dry run: only best/ is written
+        return None
     rngs = self._all_rng()
     path = None
     if self.is_main:

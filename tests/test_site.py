@@ -31,7 +31,7 @@ def site(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     if CHROMIUM is None:
-        pytest.fail("chromium is not installed: apt-get install chromium (see .ci/run)")
+        pytest.fail("chromium is not installed; the docs-site test needs it: apt-get install -y chromium (README, Install)")
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
