@@ -305,3 +305,13 @@ def test_masked_losses_equal_the_indexed_ones(kw, probs):
             assert (a is None) == (c is None) or (a if c is None else c).abs().max() == 0, n
             if a is not None and c is not None:
                 assert (a - c).abs().max() < 1e-5, n
+
+
+def test_from_pretrained_names_missing_and_unexpected_weights(tmp_path):
+    "An architecture override that does not fit the file names the weights, in one ValueError (was a TypeError)."
+    ClinicalBert(ClinicalBertConfig.tiny()).save_pretrained(tmp_path / "m")
+    with pytest.raises(ValueError, match=r"weights missing \['bert\.encoder\.layer\.2\.") as e:
+        ClinicalBert.from_pretrained(tmp_path / "m", num_hidden_layers=3)
+    assert "do not override architecture fields" in str(e.value)
+    with pytest.raises(ValueError, match=r"1[0-9] unexpected \['bert\.encoder\.layer\.1\."):
+        ClinicalBert.from_pretrained(tmp_path / "m", num_hidden_layers=1)
