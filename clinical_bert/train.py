@@ -602,7 +602,8 @@ def _parser(stage: str) -> argparse.ArgumentParser:
     ap.add_argument("--lr-visual", type=float, default=None)
     ap.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"))
     ap.add_argument("--ckpt-every", type=int, default=None, help="optimizer steps between checkpoints")
-    ap.add_argument("--workers", type=int, default=None, help="DataLoader workers")
+    ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: 0 on CPU, several on CUDA)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the visual backbone (fixed input size)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the preset's)")
@@ -614,7 +615,8 @@ def _parser(stage: str) -> argparse.ArgumentParser:
 def _train_cfg(a, stage: str) -> TrainConfig:
     over = {k: v for k, v in dict(epochs=a.epochs, batch_size=a.batch_size, accum_steps=a.accum_steps, lr=a.lr,
                                   lr_visual=a.lr_visual, precision=a.precision, ckpt_every=a.ckpt_every,
-                                  num_workers=a.workers, device=a.device).items() if v is not None}
+                                  num_workers=a.workers, device=a.device,
+                                  compile_visual=a.compile or None).items() if v is not None}
     return train_config(a.preset, stage, a.out, seed=a.seed, resume=not a.no_resume,
                         progress=not a.no_progress, **over)
 
