@@ -36,8 +36,9 @@ from .text import Vocab
 __all__ = ['RUN_SIZES', 'STAGES', 'LAYOUT_OF', 'DATASETS', 'LOSS_NAMES', 'DEFAULT_DATASET', 'run_size', 'decode_len',
            'recipe_key', 'split_batch', 'train_config', 'num_threads', 'synthetic_benchmark', 'as_vocab', 'load_splits',
            'save_model_dir', 'load_model', 'check_vocab', 'shipped_bert', 'bert_sizes', 'resolve_bert', 'check_bert',
-           'build_model', 'pretrain', 'task_losses', 'plot_losses', 'to_data_vocab', 'finetune_rrg', 'bleu4_metric',
-           'rd_probabilities', 'auc_metric', 'prior_logits', 'finetune_rd', 'pretrain_main', 'rrg_main', 'rd_main']
+           'build_model', 'idle_heads', 'pretrain', 'task_losses', 'plot_losses', 'to_data_vocab', 'finetune_rrg',
+           'bleu4_metric', 'rd_probabilities', 'auc_metric', 'prior_logits', 'finetune_rd', 'pretrain_main', 'rrg_main',
+           'rd_main']
 
 # %% ../nbs/07_train.ipynb #3738494d
 RUN_SIZES = {  # preset -> run budget (see the table above)
@@ -346,10 +347,26 @@ def _check_data(cfg: ClinicalBertConfig, splits: dict) -> None:
                          "load the splits with the same preset as the model")
 
 
+def idle_heads(cfg: ClinicalBertConfig) -> list[str]:
+    "The heads a stage never uses (their loss is off): frozen during it, so that DDP need not look for unused weights."
+    idle = ["lm_head", "cd_head"] if cfg.mode == "rd" else ["rd_head"]
+    if (cfg.mode == "pretrain" and "cd" not in cfg.tasks) or (cfg.mode == "rrg" and cfg.rrg_cd == 0):
+        idle.append("cd_head")
+    return idle
+
+
 def _fit(model, splits, collator, train_cfg: TrainConfig, threads, **learner_kw) -> dict:
-    cfg = replace(train_cfg, find_unused_parameters=True)  # CD / IMM / RD heads idle in some batches
-    with num_threads(threads):
-        return Learner(model, splits["train"], splits["val"], collator, cfg, **learner_kw).fit()
+    tied = {id(model.word_embeddings.weight)}  # the LM decoder's weight is the word embeddings: used by every stage
+    frozen = [p for h in idle_heads(model.config) for p in getattr(model, h).parameters()
+              if p.requires_grad and id(p) not in tied]
+    for p in frozen:  # every other weight takes part in every step (the losses are masked, not skipped)
+        p.requires_grad_(False)
+    try:
+        with num_threads(threads):
+            return Learner(model, splits["train"], splits["val"], collator, train_cfg, **learner_kw).fit()
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def _finish(vocab: Vocab, train_cfg: TrainConfig) -> Path:
