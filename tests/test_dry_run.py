@@ -2,7 +2,7 @@
 paper's shapes (224 px, DenseNet121, BERT-base 12 x 768, the paper's decoding lengths, beam 5, gradient
 accumulation, 2 DataLoader workers) on a few synthetic studies for a few optimizer steps, random weights.
 
-It takes about 21 minutes on 2 CPU cores, so it is flagged slow: it runs when CLINICAL_BERT_TEST_FLAGS
+It takes about 14 minutes on 2 CPU cores, so it is flagged slow: it runs when CLINICAL_BERT_TEST_FLAGS
 holds "slow" (e.g. `CLINICAL_BERT_TEST_FLAGS="data slow" pytest tests/test_dry_run.py`). A tiny-preset dry
 run of the same code path runs always.
 """
@@ -50,7 +50,7 @@ def test_tiny_dry_run_of_the_pretraining_notebook(tmp_path):
     assert len(models) == 5 and not list((tmp_path / "runs" / "models").glob("*/pretrain/*/checkpoints"))
 
 
-@pytest.mark.skipif(not SLOW, reason="slow (about 21 minutes on 2 cores); CLINICAL_BERT_TEST_FLAGS='data slow' runs it")
+@pytest.mark.skipif(not SLOW, reason="slow (about 14 minutes on 2 cores); CLINICAL_BERT_TEST_FLAGS='data slow' runs it")
 def test_paper_dry_run(tmp_path):
     dry_run(tmp_path, "paper")
     figs = check_marked(tmp_path)
