@@ -25,8 +25,8 @@ from .train import (RUN_SIZES, check_vocab, decode_len, load_model, load_splits,
 from .text import Vocab
 
 # %% auto #0
-__all__ = ['RRG_TABLE', 'OUTPUTS', 'MODE_FOR', 'decoding_defaults', 'generate_split', 'evaluate_rrg', 'evaluate_rd', 'check_task',
-           'check_out', 'main']
+__all__ = ['RRG_TABLE', 'OUTPUTS', 'FINETUNE_COMMAND', 'decoding_defaults', 'generate_split', 'evaluate_rrg', 'evaluate_rd',
+           'check_task', 'check_out', 'main']
 
 # %% ../nbs/09a_evaluate.ipynb #d951ab87
 def decoding_defaults(model: ClinicalBert, dataset, beam_size: int | None = None,
@@ -129,7 +129,7 @@ def evaluate_rd(model_dir,  # a model folder (finetune_rd's)
 
 # %% ../nbs/09a_evaluate.ipynb #d139ce6a
 OUTPUTS = ("metrics.json", "table.md", "reports.csv", "probabilities.csv")  # what an evaluation writes
-MODE_FOR = {"rd": ("rd", "finetune-rd"), "rrg": ("rrg", "finetune-rrg")}  # task -> (model mode it needs, command)
+FINETUNE_COMMAND = {"rd": "finetune-rd", "rrg": "finetune-rrg"}  # task -> the fine-tuning it needs
 
 
 def check_task(model_dir, task: str) -> None:
@@ -139,10 +139,9 @@ def check_task(model_dir, task: str) -> None:
         raise FileNotFoundError(f"{model_dir}: no config.json; --model takes a model folder written by clinical-bert "
                                 "pretrain / finetune-rrg / finetune-rd (its best/ folder)")
     mode = json.loads(cfg.read_text()).get("mode")
-    need, command = MODE_FOR[task]
-    if task == "rd" and mode != "rd" or task == "rrg" and mode == "rd":
-        raise ValueError(f"{model_dir} is a {mode!r} model, not fine-tuned for --task {task}; run "
-                         f"`clinical-bert {command} --init {model_dir}` first and evaluate its best/ folder")
+    if (mode == "rd") != (task == "rd"):  # a diagnosis head, or an LM head, that was never fine-tuned
+        raise ValueError(f"{model_dir} is a {mode!r} model, not fine-tuned for --task {task}; run `clinical-bert "
+                         f"{FINETUNE_COMMAND[task]} --init {model_dir}` first and evaluate its best/ folder")
 
 
 def check_out(out, overwrite: bool = False) -> None:

@@ -391,7 +391,6 @@ def pretrain(model_cfg: ClinicalBertConfig,  # e.g. ClinicalBertConfig.ablation(
     vocab, train = splits["train"].vocab, splits["train"]
     cfg = replace(model_cfg, mode="pretrain", vocab_size=len(vocab), n_views=getattr(train, "n_views", 1))
     _check_data(cfg, splits)
-    check_bert(resolve_bert(init, cfg))  # before any work: a missing checkpoint is a clear error now
     torch.manual_seed(train_cfg.seed)  # the initial weights
     model = build_model(cfg, vocab, init)
     collator = Collator(vocab, mesh_ids, mode="pretrain", task_probs=cfg.task_probs, mlm_prob=cfg.mask_prob,
