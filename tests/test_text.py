@@ -43,12 +43,20 @@ def test_no_torchxrayvision_says_what_to_do(monkeypatch):
         read_openi_reports()
 
 
-def test_split_matches_the_data_module():
-    "text.seeded_split and data.seeded_split give the same split, so vocabularies built on either agree."
-    data = pytest.importorskip("clinical_bert.data")
-    groups = [f"CXR{i}" for i in np.random.default_rng(0).permutation(500)]
+def test_split_is_by_group_and_order_free():
+    "seeded_split cuts 7:1:2 over groups, keeps a group in one split, and does not depend on row order."
+    groups = [f"CXR{i % 500}" for i in np.random.default_rng(0).permutation(1000)]
     for seed in (0, 1, 7):
-        assert text.seeded_split(groups, seed).tolist() == data.seeded_split(groups, seed).tolist()
+        split = seeded_split(groups, seed)
+        per_group = {}
+        for g, s in zip(groups, split):
+            per_group.setdefault(g, set()).add(s)
+        assert all(len(v) == 1 for v in per_group.values())
+        counts = {s: sum(next(iter(v)) == s for v in per_group.values()) for s in ("train", "val", "test")}
+        assert counts == {"train": 350, "val": 50, "test": 100}
+        back = dict(zip(groups[::-1], seeded_split(groups[::-1], seed)))
+        assert all(back[g] == s for g, s in zip(groups, split))
+    assert seeded_split(groups, 0).tolist() != seeded_split(groups, 1).tolist()
 
 
 def test_iu_words_encode_and_tag_in_step():
