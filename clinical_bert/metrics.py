@@ -26,7 +26,8 @@ from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 # %% auto #0
 __all__ = ['NLG_KEYS', 'NLG_UNAVAILABLE', 'BLEU_STATS', 'CE_AVERAGES', 'ptb_tokenize', 'meteor_scorer', 'close_meteor',
            'bleu_stats', 'bleu_from_stats', 'nlg_scores', 'nlg_samples', 'binarize_labels', 'ce_scores', 'auc_scores',
-           'format_table', 'ce_stats', 'ce_from_stats', 'CI', 'resample_counts', 'bootstrap_ci', 'paired_bootstrap']
+           'format_table', 'ce_stats', 'ce_from_stats', 'CI', 'resample_counts', 'bootstrap_ci', 'paired_bootstrap',
+           'ReportStats', 'report_stats', 'auc_replicates', 'auc_bootstrap', 'auc_ci', 'auc_paired']
 
 # %% ../nbs/09_metrics.ipynb #6ae43d50
 NLG_KEYS = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr")  # keys of `nlg_scores`
@@ -413,24 +414,120 @@ def bootstrap_ci(x,  # (N,) per-sample values, or (N, K) per-sample statistics t
     return _ci(*_replicates(x, statistic, resample_counts(len(x), n_resamples, seed)), level)
 
 
+def _verdict(delta: float, p: float, alpha: float, n_resamples: int) -> str:
+    "The words a table prints for a paired comparison (two-sided p below `alpha`: higher / lower)."
+    ps = f"p < {1 / n_resamples:.2g}" if p == 0 else f"p = {p:.2g}"
+    if p >= alpha: return f"not distinguishable ({ps})"
+    return f"{'higher' if delta > 0 else 'lower'}, {ps}"
+
+
+def _paired(pa, ra, pb, rb, level, alpha) -> dict:
+    "Delta, its interval, the two-sided p and the verdict from the replicates of two systems on shared resamples."
+    d = np.asarray(ra, dtype=float) - np.asarray(rb, dtype=float)
+    if d.ndim != 1: raise ValueError("paired_bootstrap: the statistic must give one value per resample")
+    d = d[~np.isnan(d)]
+    if not len(d): return {"delta": math.nan, "lo": math.nan, "hi": math.nan, "p": math.nan, "verdict": "undefined"}
+    below = float(np.mean(d < 0) + 0.5 * np.mean(d == 0))  # one-sided p of "a > b" (ties count half)
+    p = min(1.0, 2 * min(below, 1 - below))  # two-sided
+    lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
+    delta = float(pa - pb)
+    return {"delta": delta, "lo": float(lo), "hi": float(hi), "p": p, "verdict": _verdict(delta, p, alpha, len(d))}
+
+
 def paired_bootstrap(a,  # (N,) or (N, K) per-sample values / statistics of system a
                      b,  # the same for system b, on the same N samples in the same order
                      statistic: Callable | None = None,  # (sums, N) -> one value per resample; None: the mean
                      n_resamples: int = 1000,
                      level: float = 0.95,
                      seed: int = 0,
-                     alpha: float = 0.05,  # significance level of the verdict
+                     alpha: float = 0.05,  # significance level of the verdict (two-sided)
                     ) -> dict:
-    """Paired bootstrap of a against b: `delta` (a - b) with its interval, `p` the one-sided p-value of "a > b"
-    (ties count half), and a `verdict`: "higher, p = ...", "lower, p = ..." or "not distinguishable"."""
+    """Paired bootstrap of a against b: `delta` (a - b) with its interval, `p` the two-sided p-value of "a = b",
+    and a `verdict`: "higher, p = ...", "lower, p = ..." or "not distinguishable (p = ...)"."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape: raise ValueError(f"paired_bootstrap: a {a.shape} and b {b.shape} must score the same samples")
     counts = resample_counts(len(a), n_resamples, seed)
     (pa, ra), (pb, rb) = _replicates(a, statistic, counts), _replicates(b, statistic, counts)
-    d = np.asarray(ra, dtype=float) - np.asarray(rb, dtype=float)
-    if d.ndim != 1: raise ValueError("paired_bootstrap: the statistic must give one value per resample")
-    p = float(np.mean(d < 0) + 0.5 * np.mean(d == 0))
-    lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
-    verdict = (f"higher, p = {p:.3g}" if p < alpha else f"lower, p = {1 - p:.3g}" if 1 - p < alpha
-               else "not distinguishable")
-    return {"delta": float(pa - pb), "lo": float(lo), "hi": float(hi), "p": p, "verdict": verdict}
+    return _paired(pa, ra, pb, rb, level, alpha)
+
+# %% ../nbs/09_metrics.ipynb #4308ff5d
+class ReportStats(NamedTuple):
+    "Per-report statistics of NLG (without METEOR) and CE scores, and how their sums give the scores back."
+    x: np.ndarray  # (N, K): bleu_stats, ROUGE_L, CIDEr, ce_stats
+    names: list  # the CE observation names
+    def statistic(self, s, n) -> dict:
+        "Scores (`NLG_KEYS` but METEOR, `ce_*`) from column sums `s` (..., K) of `n` reports."
+        k = len(BLEU_STATS)
+        b = bleu_from_stats(s[..., :k])
+        out = {f"BLEU_{i + 1}": b[..., i] for i in range(4)}
+        out["ROUGE_L"], out["CIDEr"] = s[..., k] / n, s[..., k + 1] / n
+        return {**out, **ce_from_stats(s[..., k + 2:], n, self.names)}
+    def for_key(self, key: str) -> Callable:
+        "The statistic of one score (for `paired_bootstrap`)."
+        return lambda s, n: self.statistic(s, n)[key]
+
+
+def report_stats(refs: Sequence[str],  # reference reports
+                 hyps: Sequence[str],  # generated reports, same order
+                 uncertain: int = 0,  # CE: an uncertain label counts as absent (0) or present (1)
+                ) -> ReportStats:
+    "`ReportStats` of `hyps` against `refs`: NLG (pycocoevalcap, METEOR left out) and CE (the labeler)."
+    from clinical_bert.labeler import label_reports
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # empty hypotheses score 0, as in the tables
+        _, per = nlg_samples(refs, hyps, meteor=False)
+    ref_l, hyp_l = label_reports(list(refs)), label_reports(list(hyps))
+    names = list(ref_l.columns)
+    ce = ce_stats(binarize_labels(ref_l, uncertain), binarize_labels(hyp_l[names], uncertain))
+    return ReportStats(np.hstack([per["bleu"], per["ROUGE_L"][:, None], per["CIDEr"][:, None], ce]), names)
+
+# %% ../nbs/09_metrics.ipynb #f6f7ba25
+def auc_replicates(y_true,  # (N,) 0/1 labels of one class
+                   y_score,  # (N,) scores
+                   counts: np.ndarray,  # (R, N) draw counts (`resample_counts`)
+                  ) -> np.ndarray:
+    "(R,) ROC AUC of each weighted resample (the weighted Mann-Whitney statistic; NaN where one class is missing)."
+    y, s = np.asarray(y_true, dtype=float), np.asarray(y_score, dtype=float)
+    order = np.argsort(s, kind="stable")
+    s, y, w = s[order], y[order], counts[:, order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # groups of tied scores
+    pos, neg = np.add.reduceat(w * y, starts, axis=1), np.add.reduceat(w * (1 - y), starts, axis=1)  # (R, G)
+    below = np.cumsum(neg, axis=1) - neg  # negative weight strictly below each group
+    num = (pos * (below + 0.5 * neg)).sum(1)
+    den = pos.sum(1) * neg.sum(1)
+    return np.divide(num, den, out=np.full(len(w), np.nan), where=den > 0)
+
+
+def auc_bootstrap(y_true,  # (N, C) 0/1 labels
+                  y_score,  # (N, C) scores
+                  names: Sequence[str],  # the C label names
+                  n_resamples: int = 1000, seed: int = 0) -> tuple[dict, dict]:
+    "Point AUCs (`auc_scores` keys) and their (R,) replicates on the resamples of (N, R, seed); `auc_mean` averages defined labels."
+    yt, ys = np.asarray(y_true, dtype=float), np.asarray(y_score, dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        point = auc_scores(yt, ys, names)
+    counts = resample_counts(len(yt), n_resamples, seed)
+    reps = {f"auc/{n}": (auc_replicates(yt[:, c], ys[:, c], counts) if not math.isnan(point[f"auc/{n}"])
+                         else np.full(n_resamples, np.nan)) for c, n in enumerate(names)}
+    defined = [v for k, v in reps.items() if not math.isnan(point[k])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # all-NaN resamples stay NaN
+        reps["auc_mean"] = np.nanmean(np.stack(defined), 0) if defined else np.full(n_resamples, np.nan)
+    return point, reps
+
+
+def auc_ci(y_true, y_score, names: Sequence[str], n_resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+    "`auc/<name>` and `auc_mean` as `CI`s (an undefined AUC: NaN point and interval)."
+    point, reps = auc_bootstrap(y_true, y_score, names, n_resamples, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an undefined label's all-NaN replicates give a NaN interval
+        return _ci(point, reps, level)
+
+
+def auc_paired(y_true, score_a, score_b, names: Sequence[str], key: str = "auc_mean", n_resamples: int = 1000,
+               level: float = 0.95, seed: int = 0, alpha: float = 0.05) -> dict:
+    "`paired_bootstrap`'s result for the AUC `key` of scores a against scores b on the same films."
+    pa, ra = auc_bootstrap(y_true, score_a, names, n_resamples, seed)
+    pb, rb = auc_bootstrap(y_true, score_b, names, n_resamples, seed)
+    return _paired(pa[key], ra[key], pb[key], rb[key], level, alpha)
