@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['logger', 'DATASET_SPECS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'NIH_LABELS', 'FINDINGS_HEADINGS', 'IMPRESSION_HEADINGS',
            'MIMIC_FILES', 'NIH_ENTRY_FILES', 'DataError', 'ImageDecodeError', 'DatasetSpec', 'dataset_spec',
-           'dicom_to_uint8', 'load_image', 'resize_for', 'GreyToRGBNormalize', 'image_transform', 'ImageCache',
+           'dicom_to_uint8', 'resize_for', 'load_image', 'GreyToRGBNormalize', 'image_transform', 'ImageCache',
            'read_table', 'check_unique', 'parse_labels', 'canonical_split', 'parse_splits', 'RadiographDataset',
            'collate_items', 'skip_none_collate', 'mimic_sections', 'mimic_report', 'find_file', 'MimicCxrDataset',
            'AnnotationDataset', 'IuXrayDataset', 'nih_labels', 'NihChestXrayDataset', 'CovCtrDataset']
@@ -119,7 +119,20 @@ def _is_dicom(path: Path) -> bool:
         return f.read(132)[128:] == b"DICM"
 
 
-def load_image(path) -> np.ndarray:
+def resize_for(size: int) -> int:
+    "Shorter-side resize before the crop: 256 for 224, the same ratio for other sizes."
+    return size * 256 // 224
+
+
+def _draft(im: Image.Image, side: int) -> None:
+    "Let a JPEG decoder scale by 1/2, 1/4 or 1/8: the smallest scale whose shorter side is still >= side."
+    if im.format == "JPEG" and min(im.size) >= 2 * side:  # smaller files decode exactly as without a target
+        im.draft(None, (side, side))  # mode unchanged: the grey conversion stays _pil_to_uint8's
+
+
+def load_image(path,
+               size: int | None = None,  # model input side the image is for: JPEGs decode at reduced scale
+               ) -> np.ndarray:
     "Read a radiograph (JPEG, PNG, DICOM, ...) as a grey uint8 array (H, W); raises ImageDecodeError."
     path = Path(path)
     if not path.is_file():
@@ -130,6 +143,8 @@ def load_image(path) -> np.ndarray:
 
             return dicom_to_uint8(pydicom.dcmread(path))
         with Image.open(path) as im:
+            if size is not None:
+                _draft(im, resize_for(size))
             im.load()  # decode now: a truncated file fails here, not later
             return _pil_to_uint8(im)
     except MemoryError:
@@ -141,11 +156,6 @@ def load_image(path) -> np.ndarray:
 
 # %% ../nbs/02_data.ipynb #cc9fee52
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def resize_for(size: int) -> int:
-    "Shorter-side resize before the crop: 256 for 224, the same ratio for other sizes."
-    return size * 256 // 224
 
 
 class GreyToRGBNormalize(torch.nn.Module):
@@ -178,11 +188,11 @@ class ImageCache:
 
     def __init__(self, root, size: int = 224):
         self.root = Path(root)  # cache folder, created on first write
-        self.resize = resize_for(size)  # shorter side of the stored images
+        self.size, self.resize = size, resize_for(size)  # model input side; shorter side of the stored images
 
     def path_for(self, src) -> Path:
         "Cache file of a source image: keyed by its absolute path and the resize."
-        key = hashlib.sha1(f"{Path(src).resolve()}|{self.resize}".encode()).hexdigest()
+        key = hashlib.sha1(f"{Path(src).resolve()}|{self.resize}|draft".encode()).hexdigest()  # draft: load_image's scaled JPEG decode
         return self.root / key[:2] / f"{key}.npy"
 
     def resized(self, x: np.ndarray) -> np.ndarray:
@@ -196,7 +206,7 @@ class ImageCache:
             return np.load(p, mmap_mode="r")
         except (FileNotFoundError, ValueError, OSError):  # not cached yet, or a broken cache file
             pass
-        x = self.resized(load_image(src))
+        x = self.resized(load_image(src, self.size))
         p.parent.mkdir(parents=True, exist_ok=True)
         part = p.with_name(f"{p.stem}.{os.getpid()}.part.npy")
         np.save(part, x)
@@ -302,6 +312,7 @@ class RadiographDataset(Dataset):
         report_sections(report_section)  # a clear error for an unknown value
         self.report_section = report_section
         self.transform = transform or image_transform(size, self.split == "train" if train is None else train)
+        self.decode_size = size if transform is None else None  # load_image's draft target: our transform's resize
         self._tagger = tagger
         self.skipped, self.skipped_ids, self._read_skips = Counter(), {}, {}
         if table["id"].duplicated().any():
@@ -382,7 +393,7 @@ class RadiographDataset(Dataset):
         self.table = self.table[keep].reset_index(drop=True)
 
     def _read(self, path) -> np.ndarray:
-        return self.cache.get(path) if self.cache is not None else load_image(path)
+        return self.cache.get(path) if self.cache is not None else load_image(path, self.decode_size)
 
     @property
     def tagger(self):
