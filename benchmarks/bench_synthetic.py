@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-from clinical_bert.synthetic import LAYOUTS, make_dataset, make_study, patient_index, render
+from clinical_bert.synth_render import render
+from clinical_bert.synthetic import LAYOUTS, make_dataset, make_study, patient_index
 
 TARGET = 100.0  # films per second on one core at 256 px (issue 4)
 
