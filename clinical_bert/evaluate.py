@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import warnings
 from pathlib import Path
@@ -20,8 +19,10 @@ from .data import skip_none_collate
 from .masks import Collator
 from .metrics import NLG_KEYS, auc_scores, ce_scores, format_table, nlg_scores
 from .model import ClinicalBert
-from .train import (RUN_SIZES, check_vocab, decode_len, load_model, load_splits, rd_probabilities,
-                                 run_size)
+from .model_dir import check_vocab, load_model, read_config
+from .recipe import RUN_SIZES, decode_len, run_size
+from .splits import load_splits
+from .train import rd_probabilities
 from .text import Vocab
 
 # %% auto #0
@@ -48,8 +49,6 @@ def _loader(dataset, batch_size: int, collate=skip_none_collate) -> DataLoader:
 def generate_split(model: ClinicalBert, vocab: Vocab, dataset, beam_size: int, max_len: int,
                    batch_size: int = 16, device=None) -> tuple[pd.DataFrame, list]:
     "(DataFrame id / generated / reference, ids of skipped samples) for every readable sample of `dataset`."
-    if not hasattr(model, "generate"):  # ClinicalBert.generate comes with the generate module
-        importlib.import_module("clinical_bert.generate")
     dev = torch.device(device) if device else next(model.parameters()).device
     model.to(dev).eval()
     rows = []
@@ -134,11 +133,7 @@ FINETUNE_COMMAND = {"rd": "finetune-rd", "rrg": "finetune-rrg"}  # task -> the f
 
 def check_task(model_dir, task: str) -> None:
     "Refuse a task the model was not fine-tuned for (a diagnosis head that never trained scores about chance)."
-    cfg = Path(model_dir) / "config.json"
-    if not cfg.is_file():
-        raise FileNotFoundError(f"{model_dir}: no config.json; --model takes a model folder written by clinical-bert "
-                                "pretrain / finetune-rrg / finetune-rd (its best/ folder)")
-    mode = json.loads(cfg.read_text()).get("mode")
+    mode = read_config(model_dir).mode
     if (mode == "rd") != (task == "rd"):  # a diagnosis head, or an LM head, that was never fine-tuned
         raise ValueError(f"{model_dir} is a {mode!r} model, not fine-tuned for --task {task}; run `clinical-bert "
                          f"{FINETUNE_COMMAND[task]} --init {model_dir}` first and evaluate its best/ folder")
@@ -153,7 +148,7 @@ def check_out(out, overwrite: bool = False) -> None:
     if found and not overwrite:
         raise FileExistsError(f"--out {out} already holds {', '.join(found)}; choose another folder or add --overwrite")
 
-
+# %% ../nbs/09a_evaluate.ipynb #09bb722f
 def main(argv=None) -> int:
     "`clinical-bert evaluate --model DIR [--data DIR] --dataset iu --split test --out DIR --task rrg|rd`"
     ap = argparse.ArgumentParser(prog="clinical-bert evaluate", description=(
@@ -177,10 +172,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     check_task(a.model, a.task)
     check_out(a.out, a.overwrite)
-    name = json.loads((Path(a.model) / "config.json").read_text()).get("name")
+    name = read_config(a.model).name
     preset = a.preset or (name if name in RUN_SIZES else "paper")
     dataset = a.dataset or {"rrg": "iu", "rd": "nih"}[a.task]
-    if run_size(preset)["threads"]:  # one thread on a shared CPU (see train.RUN_SIZES)
+    if run_size(preset)["threads"]:  # one thread on a shared CPU (see recipe.RUN_SIZES)
         torch.set_num_threads(run_size(preset)["threads"])
     splits = load_splits(a.data, dataset, preset, a.seed, vocab=a.model if a.task == "rrg" else None)
     ds = splits[a.split]

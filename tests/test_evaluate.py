@@ -24,7 +24,7 @@ def run(args, cwd):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     "Tiny pre-training -> RRG -> RD through the commands, one epoch each."
-    from clinical_bert.train import synthetic_benchmark
+    from clinical_bert.splits import synthetic_benchmark
     d = tmp_path_factory.mktemp("ev")
     data = synthetic_benchmark(d / "data", "tiny", seed=0)
     one = ["--preset", "tiny", "--epochs", "1", "--no-progress"]

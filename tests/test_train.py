@@ -7,6 +7,8 @@ subprocesses on the tiny synthetic benchmark.
   (find_unused_parameters: the CD head idles in batches without a bidirectional sample), fine-tune and
   write one model folder.
 - The chain pretrain -> finetune-rrg -> finetune-rd through the console commands.
+- `--cache-dir`: the first run writes the image cache, a second run reads it and trains to the same losses;
+  under two gloo processes rank 0 writes it while the other waits.
 """
 import os
 import signal
@@ -36,7 +38,7 @@ def run(args, cwd, timeout=300):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     "The tiny synthetic benchmark, written once for the module."
-    from clinical_bert.train import synthetic_benchmark
+    from clinical_bert.splits import synthetic_benchmark
     return synthetic_benchmark(tmp_path_factory.mktemp("data"), "tiny", seed=0)
 
 
@@ -70,7 +72,7 @@ def test_sigkill_then_same_command_resumes_to_the_same_weights(tmp_path, data):
 
 
 def test_chain_through_the_commands(tmp_path, data):
-    from clinical_bert.train import load_model
+    from clinical_bert.model_dir import load_model
     run(["pretrain", "--preset", "tiny", "--data", data["mimic"], "--out", "pre", "--epochs", "1", "--no-progress"], tmp_path)
     run(["finetune-rrg", "--preset", "tiny", "--data", data["iu"], "--init", "pre/best", "--out", "rrg", "--epochs", "1",
          "--no-progress"], tmp_path)
@@ -80,7 +82,7 @@ def test_chain_through_the_commands(tmp_path, data):
     assert (pre[0].config.mode, rrg[0].config.mode, rd[0].config.mode) == ("pretrain", "rrg", "rd")
     assert rrg[0].config.n_views == 2 and rd[0].config.n_views == 1
     # RRG moves onto IU X-Ray's own words (the paper's per-data-set vocabulary); RD keeps the RRG model's
-    from clinical_bert.train import load_splits
+    from clinical_bert.splits import load_splits
     iu_words = load_splits(data["iu"], "iu", "tiny")["train"].vocab.itos
     assert rrg[1].itos == iu_words != pre[1].itos and rd[1].itos == rrg[1].itos
     shared = [w for w in pre[1].itos if w in set(rrg[1].itos)]
@@ -105,7 +107,7 @@ def test_bad_data_folder_names_the_missing_file(tmp_path, data):
 def test_ddp_two_gloo_processes(tmp_path, data):
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         str(SCRIPT), "pretrain", "--preset", "tiny", "--data", str(data["mimic"]),
-                        "--out", "ddp", "--epochs", "1", "--device", "cpu", "--no-progress"],
+                        "--out", "ddp", "--epochs", "1", "--device", "cpu", "--no-progress", "--cache-dir", "cache"],
                        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-4000:]
     assert r.stdout.count("model folder:") == 1  # rank 0 only
@@ -114,13 +116,29 @@ def test_ddp_two_gloo_processes(tmp_path, data):
     import csv
     rows = list(csv.DictReader(open(tmp_path / "ddp" / "metrics.csv")))
     assert any(r["name"] == "cd" for r in rows) and any(r["name"] == "valid_loss" for r in rows)
+    assert any((tmp_path / "cache").rglob("*.npy")) and not any((tmp_path / "cache").rglob("*.part.npy"))
+
+
+def test_cache_dir_written_once_then_reused(tmp_path, data):
+    import csv
+    cache = tmp_path / "cache"
+    args = ["pretrain", "--preset", "tiny", "--data", data["mimic"], "--epochs", "1", "--threads", "1",
+            "--no-progress", "--cache-dir", cache]
+    run(args + ["--out", "a"], tmp_path)
+    stamps = {p: p.stat().st_mtime_ns for p in cache.rglob("*.npy")}
+    assert len(stamps) >= 100 and not any(".part" in p.name for p in stamps)  # one film per study of 160
+    run(args + ["--out", "b"], tmp_path)
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.npy")} == stamps  # read, not written again
+    losses = lambda d: [(r["step"], r["name"], r["value"]) for r in csv.DictReader(open(tmp_path / d / "metrics.csv"))
+                        if r["name"] != "samples_per_s"]  # every value but the timing
+    assert losses("a") == losses("b") and len(losses("a")) > 5
 
 
 @pytest.fixture(scope="module")
 def paper_data(tmp_path_factory):
     "A MIMIC-CXR-layout benchmark at the paper's 224 px cut to 8 training and 2 validation films (two DDP steps)."
     import csv
-    from clinical_bert.train import synthetic_benchmark
+    from clinical_bert.splits import synthetic_benchmark
     d = synthetic_benchmark(tmp_path_factory.mktemp("paper"), "paper", seed=0, layouts=("mimic",),
                             n_samples={"mimic": 100})["mimic"]
     split = d / "mimic-cxr-2.0.0-split.csv"
@@ -142,7 +160,7 @@ def test_ddp_paper_shapes_two_gloo_processes(tmp_path, paper_data):
                         "--accum-steps", "1", "--device", "cpu", "--threads", "1", "--no-progress"],
                        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-4000:]
-    from clinical_bert.train import load_model
+    from clinical_bert.model_dir import load_model
     import csv
     model, vocab = load_model(tmp_path / "ddp-paper" / "best")
     c = model.config
