@@ -10,6 +10,12 @@ markdown); target: under 60 s on 2 cores. Baseline, measured in the same run: th
 without intervals (`metrics.nlg_scores` + `metrics.ce_scores`, METEOR already started), so the
 ratio is the cost of the intervals and the command around them.
 
+Table intervals (`--table-rows`, 0 skips): a report-generation table of that many rows on the
+same pairs (each row's generated reports shifted by one more report): `metrics.report_stats` per row
+(PTB tokenizer, BLEU / ROUGE-L / CIDEr statistics, labels; METEOR left out), then what a table of
+the experiment notebooks does: 1,000-resample intervals of every score of every row and a paired
+bootstrap of each row against the first on every score; target for the intervals: under 10 s.
+
 Long sentence: `labeler.label_report` on one sentence of --long-words words and of a tenth of
 that; the ratio of the two times is about 10 when the labeler is linear in the sentence length
 (it was about 100 when it looked at every trigger of the sentence for every mention).
@@ -41,13 +47,38 @@ def long_sentence(n_words: int) -> str:
     return " ".join(w[i % len(w)] for i in range(n_words)) + "."
 
 
+def table_intervals(df: pd.DataFrame, rows: int) -> None:
+    "Time per-row statistics and a whole table's intervals and paired comparisons."
+    refs, hyps = df["reference"].tolist(), df["generated"].tolist()
+    t0 = time.perf_counter()
+    stats = [metrics.report_stats(refs, hyps[r:] + hyps[:r]) for r in range(rows)]
+    t_stats = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cis = [metrics.bootstrap_ci(s.x, s.statistic) for s in stats]
+    t_ci = time.perf_counter() - t0
+    keys = list(cis[0])
+    n_pairs = 0
+    for s in stats[1:]:
+        n_pairs += len(metrics.paired_bootstrap(s.x, stats[0].x, s.statistic))  # every score from one set of resamples
+    t_boot = time.perf_counter() - t0
+    print(f"table of {rows} rows x {len(df)} pairs: per-report statistics {t_stats:6.1f} s ({t_stats / rows:.1f} s a row); "
+          f"intervals of {len(keys)} scores per row {t_ci:5.2f} s, + {n_pairs} paired bootstraps (each row against the first, every score): "
+          f"{t_boot:6.1f} s in all (target < 10 s)")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=3000)
     ap.add_argument("--no-baseline", action="store_true", help="skip the plain-scores baseline")
     ap.add_argument("--long-words", type=int, default=100_000, help="words in the long sentence (0 skips it)")
+    ap.add_argument("--table-rows", type=int, default=3, help="rows of the interval table (0 skips it)")
+    ap.add_argument("--only-table", action="store_true", help="time the table intervals only")
     a = ap.parse_args(argv)
     labeler.default_phrases()
+    if a.table_rows:
+        table_intervals(pairs(a.pairs), a.table_rows)
+    if a.only_table:
+        return
     if a.long_words:
         t = {}
         for n in (a.long_words // 10, a.long_words):

@@ -436,18 +436,20 @@ def _paired(pa, ra, pb, rb, level, alpha) -> dict:
 
 def paired_bootstrap(a,  # (N,) or (N, K) per-sample values / statistics of system a
                      b,  # the same for system b, on the same N samples in the same order
-                     statistic: Callable | None = None,  # (sums, N) -> one value per resample; None: the mean
+                     statistic: Callable | None = None,  # (sums, N) -> one value per resample, or a dict of them; None: the mean
                      n_resamples: int = 1000,
                      level: float = 0.95,
                      seed: int = 0,
                      alpha: float = 0.05,  # significance level of the verdict (two-sided)
                     ) -> dict:
     """Paired bootstrap of a against b: `delta` (a - b) with its interval, `p` the two-sided p-value of "a = b",
-    and a `verdict`: "higher, p = ...", "lower, p = ..." or "not distinguishable (p = ...)"."""
+    and a `verdict`: "higher, p = ...", "lower, p = ..." or "not distinguishable (p = ...)"; a dict of them for a dict
+    statistic (every score from the same resamples)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape: raise ValueError(f"paired_bootstrap: a {a.shape} and b {b.shape} must score the same samples")
     counts = resample_counts(len(a), n_resamples, seed)
     (pa, ra), (pb, rb) = _replicates(a, statistic, counts), _replicates(b, statistic, counts)
+    if isinstance(pa, dict): return {k: _paired(pa[k], ra[k], pb[k], rb[k], level, alpha) for k in pa}
     return _paired(pa, ra, pb, rb, level, alpha)
 
 # %% ../nbs/09_metrics.ipynb #4308ff5d

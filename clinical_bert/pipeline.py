@@ -27,7 +27,8 @@ from .viz import set_stamp
 
 # %% auto #0
 __all__ = ['OURS', 'COMPARISON_TABLES', 'VARIANTS', 'FULL', 'PAPER_K', 'DRY_RUN', 'DRY_RUN_STAMP', 'DATASET_NAMES',
-           'paper_numbers', 'paper_column', 'paper_baselines', 'paper_columns', 'paper_rows', 'Experiment', 'k_values']
+           'paper_numbers', 'paper_column', 'paper_baselines', 'paper_columns', 'paper_rows', 'Experiment',
+           'over_seeds', 'flip', 'k_values']
 
 # %% ../nbs/09c_pipeline.ipynb #17e3f67e
 OURS = "Clinical-BERT"  # the paper's "Ours" rows
@@ -116,6 +117,8 @@ class Experiment:
     bert: str | None = "auto"  # encoder start: "auto" = the preset's (paper: bert-base-uncased), None: random
     threads: int | None = None  # torch CPU threads during training (None: torch's default)
     dry_run: bool = False  # the preset's shapes on a few studies for a few steps, random weights (DRY_RUN)
+    data_seed: int | None = None  # the synthetic benchmark's and splits' seed (None: `seed`); `for_seeds` fixes it
+    sub: str = ""  # runs/<name>/<sub>/: where another seed's evaluations go (`for_seeds`)
     _splits: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -132,7 +135,7 @@ class Experiment:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.runs_dir) / self.name
+        return Path(self.runs_dir) / self.name / self.sub
 
     @property
     def fig_dir(self) -> Path:
@@ -143,7 +146,8 @@ class Experiment:
         "Models shared by all notebooks of one preset, seed and data source."
         src = f"synthetic-v{SYNTH_VERSION}" if self.data_dir is None else "real"  # models of older films are not reused
         dry = "-dry" if self.dry_run else ""  # nor a dry run's
-        return Path(self.runs_dir) / "models" / f"{self.preset}-seed{self.seed}-{src}{dry}-r{recipe_key(self.preset)}"
+        data = "" if self.data_seed in (None, self.seed) else f"-data{self.data_seed}"  # trained on another seed's data
+        return Path(self.runs_dir) / "models" / f"{self.preset}-seed{self.seed}{data}-{src}{dry}-r{recipe_key(self.preset)}"
 
     @property
     def size(self) -> dict:
@@ -195,7 +199,8 @@ def splits(self: Experiment, dataset: str, vocab=None) -> dict:
         label = dataset == "iu" and self.model_config().rrg_cd > 0  # CheXpert labels for RRG's CD (English reports)
         kw = dict(labels_from_reports=True) if label else {}
         n = DRY_RUN["n_samples"] if self.dry_run else None
-        sp = load_splits(self._data_folder(dataset), dataset, self.preset, self.seed, vocab=vocab,
+        seed = self.seed if self.data_seed is None else self.data_seed
+        sp = load_splits(self._data_folder(dataset), dataset, self.preset, seed, vocab=vocab,
                          synth_root=Path(self.runs_dir) / "data", n_samples=n, **kw)
         if self.dry_run:  # a few studies per split, the vocabulary of the whole training split
             sp = {k: ds.head(DRY_RUN["head"][k]) for k, ds in sp.items()}
@@ -310,14 +315,18 @@ def evaluate_rd(self: Experiment, model_dir: Path, tag: str) -> dict:
 
 
 @patch
-def most_common_report(self: Experiment, dataset: str, meteor: bool = True) -> dict:
-    "Scores of the 'most common training report' baseline on the test split of `dataset`."
+def most_common_report(self: Experiment, dataset: str, meteor: bool = True, tag: str | None = None) -> dict:
+    "Scores of the 'most common training report' baseline on the test split of `dataset` (reports.csv under `tag`)."
     from clinical_bert.metrics import ce_scores, nlg_scores
 
     sp = self.splits(dataset)
     report = Counter(sp["train"].table["report"]).most_common(1)[0][0]
     refs = list(sp["test"].table["report"])
     hyps = [report] * len(refs)
+    out = self.run_dir / (tag or f"{dataset}/most_common_report")
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"id": sp["test"].table["id"].astype(str), "generated": hyps, "reference": refs}).to_csv(
+        out / "reports.csv", index=False)
     return {**nlg_scores(refs, hyps, meteor=meteor), **ce_scores(refs, hyps)}
 
 # %% ../nbs/09c_pipeline.ipynb #64bf39c9
@@ -331,21 +340,56 @@ def _fmt(v, exact: bool = False) -> str:
     return s[:-1] if exact and s.endswith("0") else s
 
 
+def _cell(v, col: str, ci=None, sd=None) -> str:
+    "A table cell: the value, `± sd` over seeds, `[lo, hi]` its interval (when given and defined)."
+    s = _fmt(v, "paper" in col)
+    if sd is not None and not math.isnan(sd):
+        s += f" ± {sd:.3f}"
+    if ci is not None and not (math.isnan(ci.lo) or math.isnan(ci.hi)):
+        s += f" [{ci.lo:.3f}, {ci.hi:.3f}]"
+    return s
+
+
 @patch
-def write_table(self: Experiment, df: pd.DataFrame, name: str, caption: str) -> Path:
-    "Write `df` as figures/<exp>/<name>.md (with a caption naming data and preset) and .csv."
-    md = [f"**{caption}** ({self.source}).", ""]
+def write_table(self: Experiment, df: pd.DataFrame, name: str, caption: str,
+                ci: dict | None = None,  # column -> row -> `metrics.CI`: "[lo, hi]" in the markdown, lo / hi CSV columns
+                sd: dict | None = None,  # column -> row -> sd over seeds: "± sd" in the markdown, an sd CSV column
+                claims: pd.DataFrame | None = None,  # `Experiment.claims`: listed under the table, and <name>_claims.csv
+                seeds=None,  # the seeds the values average (None: this experiment's)
+               ) -> Path:
+    "Write `df` as figures/<exp>/<name>.md (with a caption naming data, preset and seeds) and .csv."
+    ci, sd = ci or {}, sd or {}
+    source = self.source if not seeds or len(seeds) < 2 else self.source.replace(
+        f"seed {self.seed}", f"seeds {', '.join(map(str, seeds))}: mean ± sd over seeds; intervals and claims of seed {self.seed}")
+    md = [f"**{caption}** ({source}).", ""]
     cols = [str(c) for c in df.columns]
     md += ["| " + " | ".join([df.index.name or ""] + cols) + " |", "|" + "---|" * (len(cols) + 1)]
-    md += ["| " + " | ".join([str(i)] + [_fmt(v, "paper" in k) for k, v in zip(cols, row)]) + " |"
+    md += ["| " + " | ".join([str(i)] + [_cell(v, k, ci.get(k, {}).get(i), sd.get(k, {}).get(i))
+                                         for k, v in zip(cols, row)]) + " |"
            for i, row in zip(df.index, df.to_numpy(object))]
+    if ci:
+        md += ["", "[lo, hi]: 95 % percentile bootstrap interval over the test studies (1,000 resamples, seed 0; "
+               "METEOR has none, its corpus score is not a sum over reports)."]
     if any("paper" in c for c in cols):
         md += ["", "Columns marked *paper* are the paper's numbers on the real data sets (the source of each, a table "
                "of the paper or its text, is in clinical_bert/assets/paper_numbers.csv; n/a: the paper has no "
                "number there); the other columns are this run."]
+    out = df.copy()
+    for k, rows in sd.items():
+        out[f"{k} sd"] = [rows.get(i, math.nan) for i in df.index]
+    for k, rows in ci.items():
+        out[f"{k} lo"] = [getattr(rows.get(i), "lo", math.nan) for i in df.index]
+        out[f"{k} hi"] = [getattr(rows.get(i), "hi", math.nan) for i in df.index]
+    if claims is not None and len(claims):
+        md += ["", f"**Claims** (paired bootstrap over the same test studies, seed {self.seed}; two-sided p; "
+               "higher / lower when p < 0.05, else not distinguishable):", "",
+               "| claim | metric | difference [95 % interval] | verdict |", "|---|---|---|---|"]
+        md += [f"| {r.claim} | {r.metric} | {r.delta:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] | {r.verdict} |"
+               for r in claims.itertuples()]
+        claims.to_csv(self.fig_dir / f"{name}_claims.csv", index=False)
     path = self.fig_dir / f"{name}.md"
     path.write_text("\n".join(md) + "\n")
-    df.to_csv(self.fig_dir / f"{name}.csv")
+    out.to_csv(self.fig_dir / f"{name}.csv")
     return path
 
 
@@ -370,6 +414,95 @@ def save_metrics(self: Experiment, metrics: dict) -> Path:
     old["_run"] = dict(preset=self.preset, seed=self.seed, data="synthetic" if self.data_dir is None else self.data_dir)
     path.write_text(json.dumps(old, indent=1, sort_keys=True))
     return path
+
+# %% ../nbs/09c_pipeline.ipynb #48dab38d
+@patch
+def _samples(self: Experiment, tag: str):
+    "(ids, stats) of the evaluation under runs/<exp>/<tag>/: `metrics.ReportStats` or (y, p, names) of a diagnosis."
+    from clinical_bert.metrics import report_stats
+
+    cache = self.__dict__.setdefault("_stats", {})
+    if tag not in cache:
+        run = self.run_dir / tag
+        if (run / "reports.csv").is_file():
+            df = pd.read_csv(run / "reports.csv", dtype={"id": str}, keep_default_na=False)
+            cache[tag] = list(df["id"]), report_stats(list(df["reference"]), list(df["generated"]))
+        elif (run / "probabilities.csv").is_file():
+            df = pd.read_csv(run / "probabilities.csv", dtype={"id": str})
+            names = [c[2:] for c in df.columns if c.startswith("p/")]
+            cache[tag] = list(df["id"]), (df[[f"y/{n}" for n in names]].to_numpy(float),
+                                          df[[f"p/{n}" for n in names]].to_numpy(float), names)
+        else:
+            raise FileNotFoundError(f"{run}: no reports.csv or probabilities.csv; evaluate the model under tag {tag!r} first")
+    return cache[tag]
+
+
+@patch
+def intervals(self: Experiment, tag: str, keys=None) -> dict:
+    "Score -> `metrics.CI` (95 %, 1,000 resamples, seed 0) of the evaluation under `tag`; `keys`: which to keep."
+    from clinical_bert.metrics import auc_ci, bootstrap_ci
+
+    _, s = self._samples(tag)
+    out = auc_ci(*s) if isinstance(s, tuple) else bootstrap_ci(s.x, s.statistic)
+    return {k: v for k, v in out.items() if keys is None or k in keys}
+
+
+def _aligned(ids_a, ids_b, tag_a, tag_b):
+    "Row indices of the studies both evaluations scored, in a's order (a paired comparison needs the same studies)."
+    where = {i: n for n, i in enumerate(ids_b)}
+    both = [(n, where[i]) for n, i in enumerate(ids_a) if i in where]
+    if not both:
+        raise ValueError(f"{tag_a} and {tag_b} share no test study; compare evaluations of the same split")
+    return tuple(map(list, zip(*both)))
+
+
+@patch
+def claims(self: Experiment, pairs, keys) -> pd.DataFrame:
+    "Paired bootstraps: `pairs` of (claim, tag_a, tag_b), each on every score in `keys` (a - b, two-sided p, verdict)."
+    from clinical_bert.metrics import auc_paired, paired_bootstrap
+
+    rows = []
+    for claim, a, b in pairs:
+        (ia, sa), (ib, sb) = self._samples(a), self._samples(b)
+        ka, kb = _aligned(ia, ib, a, b)
+        every = None if isinstance(sa, tuple) else paired_bootstrap(sa.x[ka], sb.x[kb], sa.statistic)
+        for k in keys:
+            if every is None:
+                r = auc_paired(sa[0][ka], sa[1][ka], sb[1][kb], sa[2], key=k)
+            elif k in every:
+                r = every[k]
+            else:
+                continue  # METEOR: no per-report statistics
+            rows.append({"claim": claim, "metric": k, **r})
+    return pd.DataFrame(rows, columns=["claim", "metric", "delta", "lo", "hi", "p", "verdict"])
+
+# %% ../nbs/09c_pipeline.ipynb #a3a7a0f4
+@patch
+def for_seeds(self: Experiment, seeds=None) -> list[Experiment]:
+    "This experiment at each of `seeds` (None or []: itself only), on the data of the first seed."
+    seeds = list(seeds) if seeds else [self.seed]
+    return [self if s == self.seed else replace(self, seed=s, data_seed=seeds[0], sub=f"seed{s}", _splits={})
+            for s in seeds]
+
+
+def over_seeds(runs: list[dict]) -> tuple[dict, dict]:
+    "Nested score dicts of several seeds ({row: {key: value}}) -> (mean, sd); sd is {} for one seed."
+    first = runs[0]
+    if len(runs) == 1:
+        return first, {}
+    stack = lambda r, k: np.array([np.nan if x[r].get(k) is None else x[r][k] for x in runs], dtype=float)
+    mean = {r: {k: float(np.nanmean(stack(r, k))) for k in first[r]} for r in first}
+    sd = {r: {k: float(np.nanstd(stack(r, k), ddof=1)) for k in first[r]} for r in first}
+    return mean, sd
+
+
+def flip(nested: dict) -> dict:
+    "{a: {b: v}} -> {b: {a: v}}: a row-per-system dict as a column-per-metric one, for `write_table`."
+    out: dict = {}
+    for a, inner in nested.items():
+        for b, v in inner.items():
+            out.setdefault(b, {})[a] = v
+    return out
 
 # %% ../nbs/09c_pipeline.ipynb #1bdbb607
 def k_values(n_regions: int, paper_k=PAPER_K, paper_regions: int = 49,
