@@ -148,7 +148,7 @@ def check_out(out, overwrite: bool = False) -> None:
     if found and not overwrite:
         raise FileExistsError(f"--out {out} already holds {', '.join(found)}; choose another folder or add --overwrite")
 
-# %% ../nbs/09a_evaluate.ipynb #09bb722f
+# %% ../nbs/09a_evaluate.ipynb #cc163cd5
 def main(argv=None) -> int:
     "`clinical-bert evaluate --model DIR [--data DIR] --dataset iu --split test --out DIR --task rrg|rd`"
     ap = argparse.ArgumentParser(prog="clinical-bert evaluate", description=(
