@@ -67,7 +67,7 @@ def main(argv=None):
             make_dataset(os.path.join(d, layout), a.n, a.seed, layout, a.size)
             dt, dc = time.perf_counter() - t, time.process_time() - c
             films = a.n * (2 if layout == "iu" else 1)
-            print(f"  make_dataset {layout:5s}    : {films / dt:7.1f} / {films / dc:7.1f} films/s written "
+            print(f"  make_dataset {layout:6s}   : {films / dt:7.1f} / {films / dc:7.1f} films/s written "
                   f"({films / dt / TARGET:.2f}x target; in {d})")
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clinical_bert.synthetic import CHEXPERT_LABELS, load_masks, main, make_dataset
+from clinical_bert.synth_reports import CHEXPERT_LABELS
+from clinical_bert.synthetic import load_masks, main, make_dataset
 
 
 def digest(root):
@@ -50,7 +51,8 @@ def test_ground_truth_matches_files(tmp_path):
 
 # --- the real loaders on the synthetic layouts (clinical_bert.data needs clinical_bert.text and .mesh)
 def _data():
-    return pytest.importorskip("clinical_bert.data", reason="clinical_bert.data (or a module it imports) is not there yet")
+    import clinical_bert.data
+    return clinical_bert.data
 
 
 def test_mimic_loader_reads_synthetic(tmp_path):
@@ -60,7 +62,7 @@ def test_mimic_loader_reads_synthetic(tmp_path):
     gt = pd.read_csv(root / "ground_truth.csv").set_index("id")
     assert len(ds) == (gt.split == "train").sum()
     item = ds[0]
-    assert item["image"].shape == (3, 56, 56)
+    assert item["image"].shape[-2:] == (56, 56) and item["image"].shape[0] in (1, 3)  # grey, or 3 channels
     want = gt.loc[item["id"], list(ds.label_names)].to_numpy(np.float32)
     np.testing.assert_array_equal(item["labels"].numpy(), want)
 
@@ -69,7 +71,7 @@ def test_iu_and_nih_loaders_read_synthetic(tmp_path):
     data = _data()
     iu = make_dataset(tmp_path / "iu", 30, seed=8, layout="iu", size=64)
     ds = data.AnnotationDataset(iu / "annotation.json", iu / "images", "train", tagger=False, size=56, n_views=2)
-    assert ds[0]["image"].shape == (2, 3, 56, 56)
+    assert ds[0]["image"].shape[0] == 2 and ds[0]["image"].shape[-2:] == (56, 56)
     nih = make_dataset(tmp_path / "nih", 30, seed=8, layout="nih", size=64)
     ds = data.NihChestXrayDataset(nih, "test", tagger=False, size=56)
     gt = pd.read_csv(nih / "ground_truth.csv").set_index("id")
@@ -119,3 +121,47 @@ def test_overwrite_rewrites_only_its_own_files(tmp_path, capsys):
     capsys.readouterr()
     fresh = digest(make_dataset(tmp_path / "fresh", 2, seed=2, layout="mimic", size=64))
     assert digest(out) == {**fresh, "notes.txt": hashlib.md5(b"mine").hexdigest()}  # the seed-1 files are gone
+
+
+# --- COV-CTR: CT slices, Chinese reports, a COVID label the slices show
+def test_covctr_round_trips_through_the_loader(tmp_path):
+    from clinical_bert.data import CovCtrDataset
+    from clinical_bert.synthetic import COVCTR_REPORTS
+    assert main([str(tmp_path / "cov"), "--n", "40", "--seed", "1", "--layout", "covctr", "--size", "64"]) == 0
+    root = tmp_path / "cov"
+    rep = pd.read_csv(root / COVCTR_REPORTS)
+    assert list(rep.columns) == ["image_id", "findings", "impression", "COVID"] and len(rep) == 40
+    assert 0 < rep.COVID.sum() < 40
+    for r in rep.itertuples():  # the folder says the label, as COVID-CT's do
+        assert (root / ("CT_COVID" if r.COVID else "CT_NonCOVID") / r.image_id).is_file()
+    gt = pd.read_csv(root / "ground_truth.csv").set_index("id")
+    sets = {s: CovCtrDataset(root, root / COVCTR_REPORTS, s, tagger=False, size=56, min_count=1) for s in ("train", "val", "test")}
+    assert {s: len(d) for s, d in sets.items()} == {s: int((gt.split == s).sum()) for s in sets} == {"train": 28, "val": 4, "test": 8}
+    ds = sets["train"]
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["image"].shape[-2:] == (56, 56)
+        assert item["labels"].tolist() == [gt.loc[item["id"], "COVID"]]
+        assert ds.vocab.unk_id not in item["input_ids"]
+    words = ds.vocab.tokenize(ds.table["report"][0])
+    assert "纵隔" in words and all(len(w) <= 8 for w in words)  # Jieba words, not characters or whole sentences
+    covid = [ds.table["report"][i] for i in range(len(ds)) if ds[i]["labels"].item() == 1]
+    assert covid and all("ggo" in r or "磨" in r for r in covid)  # the report says what the slice shows
+
+
+def test_covid_slices_differ_only_where_opacities_are_drawn():
+    from clinical_bert.synth_covctr import make_ct_study, render_ct
+    seen = 0
+    for i in range(30):
+        st = make_ct_study(2, i, 64)
+        img, masks = render_ct(st["case"], st["findings"])
+        base, _ = render_ct(st["case"], {})
+        d = img.astype(int) - base.astype(int)
+        if st["covid"]:
+            seen += 1
+            assert masks["ggo"].any() and d[masks["ggo"]].mean() > 10, i        # brighter where the GGO is drawn
+            drawn = masks["ggo"] | masks.get("consolidation", masks["ggo"])
+            assert np.abs(d[~drawn]).mean() < 2, i                              # and nearly nowhere else
+        else:
+            assert "ggo" not in masks
+    assert seen >= 8
