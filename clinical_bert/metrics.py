@@ -27,7 +27,8 @@ from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 __all__ = ['NLG_KEYS', 'NLG_UNAVAILABLE', 'BLEU_STATS', 'CE_AVERAGES', 'ptb_tokenize', 'meteor_scorer', 'close_meteor',
            'bleu_stats', 'bleu_from_stats', 'nlg_scores', 'nlg_samples', 'binarize_labels', 'ce_scores', 'auc_scores',
            'format_table', 'ce_stats', 'ce_from_stats', 'CI', 'resample_counts', 'bootstrap_ci', 'paired_bootstrap',
-           'ReportStats', 'report_stats', 'auc_replicates', 'auc_bootstrap', 'auc_ci', 'auc_paired']
+           'ReportStats', 'report_stats', 'auc_replicates', 'auc_bootstrap', 'auc_ci', 'auc_paired', 'length_stats',
+           'w1_from_stats']
 
 # %% ../nbs/09_metrics.ipynb #6ae43d50
 NLG_KEYS = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr")  # keys of `nlg_scores`
@@ -527,9 +528,29 @@ def auc_ci(y_true, y_score, names: Sequence[str], n_resamples: int = 1000, level
         return _ci(point, reps, level)
 
 
-def auc_paired(y_true, score_a, score_b, names: Sequence[str], key: str = "auc_mean", n_resamples: int = 1000,
+def auc_paired(y_true, score_a, score_b, names: Sequence[str], key: str | None = "auc_mean", n_resamples: int = 1000,
                level: float = 0.95, seed: int = 0, alpha: float = 0.05) -> dict:
-    "`paired_bootstrap`'s result for the AUC `key` of scores a against scores b on the same films."
+    "`paired_bootstrap`'s result for the AUC `key` of scores a against scores b on the same films (None: a dict, every key)."
     pa, ra = auc_bootstrap(y_true, score_a, names, n_resamples, seed)
     pb, rb = auc_bootstrap(y_true, score_b, names, n_resamples, seed)
+    if key is None: return {k: _paired(pa[k], ra[k], pb[k], rb[k], level, alpha) for k in pa}
     return _paired(pa[key], ra[key], pb[key], rb[key], level, alpha)
+
+# %% ../nbs/09_metrics.ipynb #30ba3c4c
+def length_stats(generated,  # (N,) word counts of the generated reports
+                 reference,  # (N,) word counts of their references (same studies)
+                 max_len: int | None = None,  # longest length counted (None: the longest given); systems compared share it
+                ) -> np.ndarray:
+    "(N, 2 (max_len + 1)) one-hot generated length, then one-hot reference length, per study (for `w1_from_stats`)."
+    g, r = np.asarray(generated, dtype=int), np.asarray(reference, dtype=int)
+    if g.shape != r.shape or g.ndim != 1: raise ValueError(f"length_stats: {g.shape} generated and {r.shape} reference lengths must be (N,) each")
+    if len(g) and min(g.min(), r.min()) < 0: raise ValueError("length_stats: lengths must be >= 0")
+    m = int(max(g.max(initial=0), r.max(initial=0)) if max_len is None else max_len)
+    eye = np.eye(m + 1)
+    return np.hstack([eye[np.minimum(g, m)], eye[np.minimum(r, m)]])
+
+
+def w1_from_stats(sums: np.ndarray, n: int) -> np.ndarray:
+    "Wasserstein-1 distance (words) between the generated and reference length distributions of summed `length_stats`."
+    k = sums.shape[-1] // 2
+    return np.abs(np.cumsum(sums[..., :k] - sums[..., k:], axis=-1)).sum(-1) / n

@@ -465,15 +465,9 @@ def claims(self: Experiment, pairs, keys) -> pd.DataFrame:
     for claim, a, b in pairs:
         (ia, sa), (ib, sb) = self._samples(a), self._samples(b)
         ka, kb = _aligned(ia, ib, a, b)
-        every = None if isinstance(sa, tuple) else paired_bootstrap(sa.x[ka], sb.x[kb], sa.statistic)
-        for k in keys:
-            if every is None:
-                r = auc_paired(sa[0][ka], sa[1][ka], sb[1][kb], sa[2], key=k)
-            elif k in every:
-                r = every[k]
-            else:
-                continue  # METEOR: no per-report statistics
-            rows.append({"claim": claim, "metric": k, **r})
+        every = (auc_paired(sa[0][ka], sa[1][ka], sb[1][kb], sa[2], key=None) if isinstance(sa, tuple)
+                 else paired_bootstrap(sa.x[ka], sb.x[kb], sa.statistic))  # every score from one set of resamples
+        rows += [{"claim": claim, "metric": k, **every[k]} for k in keys if k in every]  # METEOR: no per-report statistics
     return pd.DataFrame(rows, columns=["claim", "metric", "delta", "lo", "hi", "p", "verdict"])
 
 # %% ../nbs/09c_pipeline.ipynb #a3a7a0f4

@@ -30,7 +30,7 @@ __all__ = ['FIGURE_FORMATS', 'STATUS_COLOURS', 'STATUS_LABELS', 'CHAR_INCHES', '
            'highlight_figure', 'word_region_attention', 'upsample_attention', 'display_image', 'attention_overlay',
            'attention_by_sparsity', 'attention_grid_figure', 'mask_to_grid', 'pointing_game', 'attention_in_mask',
            'input_mask', 'finding_mask', 'score_attention', 'report_lengths', 'length_distribution_plot',
-           'DiagnosisLogits', 'gradcam_maps', 'gradcam_figure']
+           'interval_plot', 'forest_plot', 'DiagnosisLogits', 'gradcam_maps', 'gradcam_figure']
 
 # %% ../nbs/09b_viz.ipynb #590d2c38
 FIGURE_FORMATS = (".png", ".svg")
@@ -480,6 +480,57 @@ def length_distribution_plot(lengths_by_variant: Mapping[str, Sequence[int]],  #
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8, frameon=False)
     sns.despine(fig)
+    return save_figure(fig, path)
+
+# %% ../nbs/09b_viz.ipynb #08b52cbf
+def interval_plot(cis: Mapping[str, Mapping[str, tuple]],  # system -> label -> (point, lo, hi) (e.g. `metrics.CI`)
+                  xlabel: str = "score",
+                  path=None,  # write the figure here (.png / .svg)
+                 ) -> Figure:
+    "Scores with their intervals: a row per label, a marker and bar per system (labels without a number left out)."
+    if not cis: raise ValueError("interval_plot: no systems to draw")
+    labels = list(dict.fromkeys(k for c in cis.values() for k in c))
+    fig, ax = plt.subplots(figsize=(5.5, 0.3 * len(labels) * max(1, len(cis) / 2) + 1.2))
+    step = 0.8 / len(cis)
+    for j, (name, c) in enumerate(cis.items()):
+        rows = [(i, *c[k]) for i, k in enumerate(labels) if k in c and not np.isnan(c[k][0])]
+        if not rows: continue
+        y, p, lo, hi = map(np.array, zip(*rows))
+        y = y + (j - (len(cis) - 1) / 2) * step
+        ax.errorbar(p, y, xerr=[np.maximum(p - lo, 0), np.maximum(hi - p, 0)], fmt="o", ms=4, capsize=2, label=name)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=8, frameon=False, loc="best")
+    ax.grid(axis="x", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def forest_plot(claims: pd.DataFrame,  # `Experiment.claims`: columns claim, metric, delta, lo, hi, verdict
+                metrics: Sequence[str] | None = None,  # panels, in order (None: every metric of `claims`)
+                path=None,  # write the figure here (.png / .svg)
+                title: str | None = None,
+               ) -> Figure:
+    "Paired differences with their intervals, one panel per metric, a row per claim, zero marked; significant ones filled."
+    metrics = list(metrics or dict.fromkeys(claims["metric"]))
+    missing = [m for m in metrics if m not in set(claims["metric"])]
+    if missing: raise ValueError(f"forest_plot: no claims on {missing}; the claims have {sorted(set(claims['metric']))}")
+    names = list(dict.fromkeys(claims["claim"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.3 * len(metrics) + 1.5, 0.35 * len(names) + 1.2),
+                             sharey=True, squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        d = claims[claims["metric"] == m].set_index("claim").reindex(names)
+        y = np.arange(len(names))
+        sig = ~d["verdict"].astype(str).str.startswith("not")
+        ax.hlines(y, d["lo"], d["hi"], color="0.3")
+        ax.scatter(d["delta"], y, c=np.where(sig, "black", "white"), edgecolors="black", zorder=3, s=20)
+        ax.axvline(0, color="tab:red", lw=0.8, ls="--")
+        ax.set_title(m, fontsize=9)
+        ax.tick_params(labelsize=8)
+    axes[0][0].set_yticks(range(len(names)), names, fontsize=8)
+    axes[0][0].invert_yaxis()
+    fig.supxlabel("difference (filled: p < 0.05)", fontsize=8)
+    if title: fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)
 
 # %% ../nbs/09b_viz.ipynb #88109ac5
