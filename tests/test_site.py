@@ -121,6 +121,8 @@ def test_table3_page_shows_committed_results(site, browser):
     table = page.locator("table", has_text="Cardiomegaly")
     assert table.count() == 1 and table.locator("tr").count() >= 15, "the committed Table 3 is not on its page"
     assert "auc_mean" in table.inner_text()
+    assert table.evaluate("t => t.closest('.md-typeset__scrollwrap, .jp-RenderedMarkdown').scrollWidth <= t.closest('.md-typeset__scrollwrap, .jp-RenderedMarkdown').clientWidth + 1"), \
+        "the Table 3 table does not fit the page width"
     widths = page.eval_on_selector_all(".jupyter-wrapper img", "imgs => imgs.map(i => i.naturalWidth)")
     assert widths and min(widths) > 50, f"no figure rendered on the Table 3 page: widths {widths}"
     assert outside == []

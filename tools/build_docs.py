@@ -127,7 +127,8 @@ def local_links(md: str, depth: int, pages: dict) -> str:
     "nbdev's links to the published docs (`doc_host/doc_baseurl/imm.html#x`) point at this site's page instead."
     def sub(m):
         page = pages.get(m.group(1))
-        return f"{'../' * depth}{page}/{m.group(2) or ''}" if page else m.group(0)
+        anchor = (m.group(2) or "").replace(".", "")  # the heading ids that nbconvert writes have no dots
+        return f"{'../' * depth}{page}/{anchor}" if page else m.group(0)
     return re.sub(r"https://clinical-bert\.github\.io/clinical-bert/([\w]+)\.html(#[\w.\-]+)?", sub, md)
 
 
@@ -161,12 +162,12 @@ def committed_results(nb_path: Path) -> list:
     if not pngs and csvs and (chart := _chart(csvs[0], DOCS / "figures" / exp / f"{csvs[0].stem}_chart.png")):
         cells.append(nbformat.v4.new_markdown_cell(
             f"![chart of {csvs[0].name}](../../figures/{exp}/{chart.name})\n\n"
-            f"*{csvs[0].name} as a chart (drawn from the committed CSV when the site is built; n/a values left out).*"))
+            f"*{csvs[0].name} as a chart (this run's columns, drawn from the committed CSV when the site is built; n/a values left out).*"))
     return cells
 
 
 def _chart(csv: Path, out: Path):
-    "Horizontal grouped bars of the numeric columns of a committed table; None when it has none."
+    "Horizontal grouped bars of the numeric columns of a committed table (this run's, not the paper's); None when it has none."
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -174,6 +175,7 @@ def _chart(csv: Path, out: Path):
     df = pd.read_csv(csv)
     df = df.set_index(df.columns[0])
     num = df.select_dtypes("number").dropna(axis=1, how="all")
+    num = num[[c for c in num.columns if not c.startswith("paper")]]  # the paper's numbers and settings: in the table
     if num.empty:
         return None
     rows, cols = len(num), len(num.columns)
