@@ -5,8 +5,8 @@ Usage: python benchmarks/bench_pipeline.py [--n 8] [--width 2500] [--height 3000
 
 One process, one torch thread: what one worker does for one pre-training sample, timed per source
 (best of --repeats passes over --n synthetic films of width x height, the size of a MIMIC-CXR JPEG):
-  (a) memory-mapped cache (data.ImageCache): read the resized uint8 copy, random crop, normalise;
-  (b) full-size JPEG (data.load_image): decode, resize, random crop, normalise;
+  (a) memory-mapped cache (data.ImageCache): read the resized uint8 copy, random crop (the model normalises on the device);
+  (b) full-size JPEG (data.load_image(path)): decode, resize, random crop;
   (c) the same JPEG through the loaders' path, data.load_image(path, size): PIL's draft mode lets the decoder
       scale by 1/2, 1/4 or 1/8 (the smallest scale whose shorter side is >= data.resize_for(size)), so far
       fewer pixels are produced and resized;
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clinical_bert.data import ImageCache, image_transform, load_image, resize_for
+from clinical_bert.data import GreyToRGBNormalize, ImageCache, image_transform, load_image, resize_for
 
 
 def write_films(out: Path, n: int, width: int, height: int, seed: int = 0) -> list[Path]:
@@ -57,7 +57,7 @@ def per_item(paths, read, transform, repeats: int) -> float:
 
 
 def collate_per_sample(size: int, batch: int, words: int, repeats: int, vocab_size: int = 760) -> float:
-    "Seconds per sample of masks.Collator (pre-training) on float (3, size, size) items."
+    "Seconds per sample of masks.Collator (pre-training) on grey uint8 (1, size, size) items, as the data sets yield them."
     from clinical_bert.masks import Collator
     from clinical_bert.text import Vocab
 
@@ -67,7 +67,7 @@ def collate_per_sample(size: int, batch: int, words: int, repeats: int, vocab_si
     items = []
     for i in range(batch):
         ids = torch.randint(5, vocab_size, (words,), generator=g).tolist()
-        items.append({"id": str(i), "image": torch.randn((3, size, size), generator=g), "input_ids": ids,
+        items.append({"id": str(i), "image": torch.randint(0, 256, (1, size, size), generator=g, dtype=torch.uint8), "input_ids": ids,
                       "tags": [int(t in mesh) for t in ids], "labels": (torch.rand(14, generator=g) < 0.3).float()})
     collate = Collator(vocab, mesh, mode="pretrain", max_len=words)
     collate(items)  # warm-up
@@ -113,6 +113,8 @@ def main(argv=None):
         h, w = min(full.shape[0], draft.shape[0]), min(full.shape[1], draft.shape[1])
         diff = np.abs(full[:h, :w] - draft[:h, :w])
         draft_shape = load_image(paths[0], a.size).shape
+        item = transform(torch.from_numpy(np.array(cache.get(paths[0])))[None])  # what a data set yields
+        u8, f32 = item.nbytes, GreyToRGBNormalize()(item).nbytes  # the uint8 item; the float32 RGB one if the data set normalised
     coll = collate_per_sample(a.size, a.batch, a.words, a.repeats)
     print(f"{a.n} grey JPEGs of {a.width}x{a.height}, model input {a.size} px (resize to {side}), one thread; "
           f"Collator: batch {a.batch}, {a.words} words")
@@ -131,15 +133,15 @@ def main(argv=None):
     ratio = t["jpeg"] / t["jpeg_draft"]
     print(f"draft-mode decoding: {ratio:.1f}x the full decode per image ({1e3 * t['jpeg']:.1f} -> "
           f"{1e3 * t['jpeg_draft']:.1f} ms); the cache: {t['jpeg'] / t['cache']:.0f}x")
-    f32, u8 = 3 * a.size * a.size * 4, a.size * a.size
-    print(f"bytes per image sent to the device: float32 x 3 channels {f32 / 1e3:.0f} KB, uint8 x 1 channel "
-          f"{u8 / 1e3:.0f} KB ({f32 // u8}x less)")
+    print(f"bytes per image sent to the device (measured on a transformed item, {tuple(item.shape)} "
+          f"{item.dtype}): {u8:,} (uint8 x 1 channel, normalised on the device) instead of {f32:,} "
+          f"(float32 x 3 channels normalised in the data set), {f32 / u8:.0f}x less")
     if a.json:
         Path(a.json).write_text(json.dumps({
             "films": [a.n, a.width, a.height], "size": a.size, "batch": a.batch, "words": a.words,
             "target": a.target, "rows": rows, "collate_ms": 1e3 * coll, "draft_speedup": ratio,
             "draft_shape": list(draft_shape), "draft_mean_abs_diff": float(diff.mean()),
-            "draft_max_abs_diff": float(diff.max())}, indent=1))
+            "draft_max_abs_diff": float(diff.max()), "bytes_per_image": u8, "bytes_per_image_float32_rgb": f32}, indent=1))
 
 
 if __name__ == "__main__":

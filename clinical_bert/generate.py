@@ -45,7 +45,7 @@ def _check_positions(model: ClinicalBert, max_len: int) -> None:
 class CachedStep:
     "Decoding step that encodes only `[w_t, MASK]` against the cached keys / values of earlier positions."
 
-    def __init__(self, model: ClinicalBert, images: torch.Tensor,  # (B, 3, H, W) or (B, V, 3, H, W)
+    def __init__(self, model: ClinicalBert, images: torch.Tensor,  # (B, C, H, W) or (B, V, C, H, W): C = 1 uint8 or 3 float
                  beam_size: int):  # rows per image
         src, f = model.encode_source(images)  # (B, S, hidden)
         B, self.S = src.shape[:2]
@@ -126,16 +126,18 @@ def _bound(score: float, t: int, max_len: int, lp: float) -> float:
 # %% ../nbs/08_generate.ipynb #468a5bb2
 def _check_images(model: ClinicalBert, images) -> None:
     c = model.config
-    want = f"(B, 3, {c.image_size}, {c.image_size})" + (
-        "" if c.n_views == 1 else f" or (B, {c.n_views}, 3, {c.image_size}, {c.image_size})")
+    want = f"(B, C, {c.image_size}, {c.image_size})" + (
+        "" if c.n_views == 1 else f" or (B, {c.n_views}, C, {c.image_size}, {c.image_size})")
+    want += " with C = 1 (uint8, as the data sets yield them) or 3 (normalised float)"
     if not torch.is_tensor(images) or images.dim() not in (4, 5):
         raise ValueError(f"generate: images must be a tensor {want}; got "
                          f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}")
     if len(images) == 0:
         raise ValueError("generate: the batch is empty (0 images); pass at least one image")
     views = 1 if images.dim() == 4 else images.shape[1]
-    if views != c.n_views or images.shape[-3:] != (3, c.image_size, c.image_size):
-        raise ValueError(f"generate: images of shape {tuple(images.shape)}, but this model reads {want} "
+    grey, rgb = images.dtype == torch.uint8 and images.shape[-3] == 1, images.is_floating_point() and images.shape[-3] == 3
+    if views != c.n_views or not (grey or rgb) or images.shape[-2:] != (c.image_size, c.image_size):
+        raise ValueError(f"generate: images of shape {tuple(images.shape)} ({images.dtype}), but this model reads {want} "
                          f"(config.n_views={c.n_views}, config.image_size={c.image_size}); transform them "
                          "with data.image_transform(config.image_size) and stack the views")
 
@@ -213,7 +215,7 @@ def _image_done(done: list, best: float, k: int, t: int, max_len: int, lp: float
 
 # %% ../nbs/08_generate.ipynb #17857b95
 def generate(model: ClinicalBert,
-             images: torch.Tensor,  # (B, 3, H, W) or (B, V, 3, H, W), transformed as in training
+             images: torch.Tensor,  # (B, 1, H, W) or (B, V, 1, H, W) uint8 as the data sets yield them (or normalised float (.., 3, H, W))
              beam_size: int = 5,  # 1 = greedy; the paper uses 5
              max_len: int = 60,  # words per report (IU X-Ray 60, COV-CTR 80, MIMIC-CXR 100)
              use_cache: bool = True,  # encode only the new word and [MASK] per step (exact under s2s)

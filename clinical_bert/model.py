@@ -20,6 +20,7 @@ from fastcore.basics import patch
 from safetensors.torch import load_model, save_model
 from transformers import BertConfig, BertModel
 
+from .data import GreyToRGBNormalize
 from .imm import IMM_LOSSES, SPARSITY, imm_score, imm_scores
 from .masks import BI, IGNORE, MLM_WORDS, MMM, PRETRAIN_PROBS, RRG_PROBS, TASK_NAMES, batch_attention_mask
 
@@ -326,18 +327,19 @@ class VisualExtractor(nn.Module):
         self.backbone = torchvision.models.DenseNet(c.backbone_growth, c.backbone_blocks,
                                                     c.backbone_init_features).features
         load_backbone_weights(self.backbone, c.backbone_weights)
+        self.normalize = GreyToRGBNormalize()  # uint8 grey films -> ImageNet-normalised RGB, on the device
         self.input_norm = c.input_norm
         self.proj = nn.Sequential(nn.Linear(c.visual_dim, c.hidden_size),
                                   nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps), nn.Dropout(c.hidden_dropout))
 
     def grid_features(self, images: torch.Tensor) -> torch.Tensor:
-        "(B, 3, H, W) or (B, V, 3, H, W) -> (B, R, C) region features f_i before the projection."
+        "(B, 1, H, W) uint8 or (B, 3, H, W) normalised float, or (B, V, ..) of either -> (B, R, C) region features f_i."
         if images.dim() == 4:
             images = images[:, None]
         B, V = images.shape[:2]
         # channels-last input: the convolutions run 10-15% faster on CPU (measured, small preset) and use
         # the NHWC kernels on GPU; the features are the same up to float rounding
-        x = images.flatten(0, 1)
+        x = self.normalize(images.flatten(0, 1))  # every caller (training, decoding, RD, figures) passes here
         if self.input_norm == "per_image":  # each film (channel) to zero mean, unit variance: exposure-invariant
             sd, mean = torch.std_mean(x, (2, 3), keepdim=True)
             x = (x - mean) / (sd + 1e-3)
@@ -581,7 +583,7 @@ def _imm_loss(self: ClinicalBert, h, f, batch, R):
 
 # %% ../nbs/05_model.ipynb #b7e0c4d1
 @patch
-def generate(self: ClinicalBert, images: torch.Tensor,  # (B, 3, H, W) or (B, V, 3, H, W)
+def generate(self: ClinicalBert, images: torch.Tensor,  # (B, 1, H, W) uint8 or (B, 3, H, W) float; (B, V, ..)
              beam_size: int = 5,  # 1 = greedy
              max_len: int = 60,  # words per report
              use_cache: bool = True,  # False re-encodes the whole sequence each step
