@@ -41,6 +41,7 @@ class RunSpec:
     data_dir: str | None = None        # root of the data sets; None = the synthetic benchmark under runs/data
     device: str = "auto"               # auto, cpu, cuda
     seed: int = 0                      # one seed for data, sampling and initialisation
+    seeds: list | None = None          # several training seeds (tables: mean ± sd); None: `seed` only
     dry_run: bool = False              # the preset's shapes, a few studies and steps, random weights
     runs_dir: str = "runs"             # executed notebooks, checkpoints, metrics.json (relative to the current folder)
     figures_dir: str = "figures"       # committed tables and figures (relative to the current folder)
@@ -48,7 +49,7 @@ class RunSpec:
 
     def parameters(self, nb: Path) -> dict:
         "The papermill parameters for notebook `nb`."
-        p = {k: v for k, v in asdict(self).items() if k != "extra"}
+        p = {k: v for k, v in asdict(self).items() if k != "extra" and not (k == "seeds" and v is None)}
         for k in ("runs_dir", "figures_dir"):  # papermill runs each notebook in nbs/experiments/
             p[k] = str(Path(p[k]).resolve())
         p.update(self.extra)
@@ -184,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=None, help="data root (default: the synthetic benchmark, generated on first use)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="train every table row once per seed, on the "
+                    "first seed's data; tables show mean ± sd over seeds, intervals and claims of the first")
     ap.add_argument("--dry-run", action="store_true", help="the preset's shapes on a few synthetic studies for a "
                     "few optimizer steps with random weights: proves the run end to end (tables and figures "
                     "marked DRY RUN, under runs/dry-run/ by default)")
@@ -197,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     runs = a.runs_dir or ("runs/dry-run" if a.dry_run else "runs")
     figures = a.figures_dir or (f"{runs}/figures" if a.dry_run else "figures")
-    spec = RunSpec(a.preset, a.data, a.device, a.seed, a.dry_run, runs, figures, _parse_extra(a.param))
+    seeds = list(dict.fromkeys(a.seeds)) if a.seeds else None  # repeats dropped, order kept
+    spec = RunSpec(a.preset, a.data, a.device, seeds[0] if seeds else a.seed, seeds if seeds and len(seeds) > 1 else None,
+                   a.dry_run, runs, figures, _parse_extra(a.param))
     if a.dry_run:
         print(f"dry run of the {a.preset!r} preset: a few steps on a few synthetic studies, random DenseNet121 and "
               f"BERT weights; tables and figures under {figures} are marked DRY RUN (not results)", flush=True)
