@@ -5,8 +5,10 @@
 # %% ../nbs/07c_splits.ipynb #c2b08346
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import time
 from pathlib import Path
 
 import torch.distributed as dist
@@ -19,7 +21,8 @@ from .recipe import run_size
 from .synthetic import SYNTH_VERSION, make_dataset
 
 # %% auto #0
-__all__ = ['DATASETS', 'synthetic_benchmark', 'build_dataset', 'load_splits', 'wait_for_all', 'rank_zero_first']
+__all__ = ['DATASETS', 'synthetic_benchmark', 'build_dataset', 'load_splits', 'wait_for_all', 'rank_zero_first',
+           'cache_ready_file']
 
 # %% ../nbs/07c_splits.ipynb #d2063d8b
 def synthetic_benchmark(root, preset: str = "small", seed: int = 0,
@@ -119,7 +122,8 @@ def load_splits(data_dir,  # the data set folder; None: the synthetic benchmark 
     if not root.is_dir():
         raise DataError(f"{root}: no such folder; point data_dir / --data at the {dataset} data set")
     if cache_dir is not None:  # rank 0 decodes and writes every image once; the others then only read
-        return rank_zero_first(lambda: _open_splits(dataset, root, vocab, seed, size, cache_dir=cache_dir, **kw))
+        return rank_zero_first(lambda: _open_splits(dataset, root, vocab, seed, size, cache_dir=cache_dir, **kw),
+                               ready=cache_ready_file(cache_dir, root, dataset, size))
     return _open_splits(dataset, root, vocab, seed, size, **kw)
 
 # %% ../nbs/07c_splits.ipynb #f296f40a
@@ -132,11 +136,24 @@ def wait_for_all() -> None:
 def rank_zero_first(fn,  # the work: writes what is missing (rank 0), reads what is there (the others)
                     rank: int | None = None,  # this process (None: dist_info, i.e. RANK under torchrun)
                     barrier=wait_for_all,  # waits for every process
+                    ready: Path | None = None,  # a file rank 0 writes when done; the others wait for it first
+                    poll: float = 1.0,  # seconds between looks for `ready`
                     ):
     "`fn()` on rank 0, then a barrier, then `fn()` on the other ranks; what each `fn()` returns."
     if (dist_info()[0] if rank is None else rank) == 0:
         out = fn()
+        if ready is not None:
+            ready.parent.mkdir(parents=True, exist_ok=True)
+            ready.touch()
         barrier()
         return out
+    while ready is not None and not ready.exists():  # a first build can outlast the barrier's timeout
+        time.sleep(poll)
     barrier()
     return fn()
+
+
+def cache_ready_file(cache_dir, root, dataset: str, size: int) -> Path:
+    "The file in `cache_dir` that says rank 0 has cached every film of `dataset` under `root` at `size`."
+    key = hashlib.sha1(f"{Path(root).resolve()}|{dataset}|{size}".encode()).hexdigest()[:16]
+    return Path(cache_dir) / f".ready-{dataset}-{size}-{key}"
