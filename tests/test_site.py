@@ -118,8 +118,9 @@ def test_api_page_has_signature_table(site, browser):
 def test_table3_page_shows_committed_results(site, browser):
     page, outside = _open(browser, site / "experiments" / "04_table3_rd" / "index.html")
     assert page.locator("h2", has_text="Results").count() == 1
-    table = page.locator("table", has_text="Cardiomegaly")
-    assert table.count() == 1 and table.locator("tr").count() >= 15, "the committed Table 3 is not on its page"
+    table = page.locator("table", has_text="auc_mean").first
+    assert table.locator("tr", has_text="Cardiomegaly").count() >= 1 and table.locator("tr").count() >= 15, \
+        "the committed Table 3 is not on its page"
     assert "auc_mean" in table.inner_text()
     assert table.evaluate("t => t.closest('.md-typeset__scrollwrap, .jp-RenderedMarkdown').scrollWidth <= t.closest('.md-typeset__scrollwrap, .jp-RenderedMarkdown').clientWidth + 1"), \
         "the Table 3 table does not fit the page width"

@@ -101,9 +101,9 @@ def page_cells(cell) -> list:
     if cell.cell_type != "code":
         return [cell] if cell.source.strip() else []
     dirs = _directives(cell)
-    if "hide" in dirs or dirs.get("include") == "false" or "hide-input" in cell.metadata.get("tags", []) and not cell.outputs:
+    if "hide" in dirs or dirs.get("include") == "false":
         return []
-    outputs = [o for o in cell.get("outputs", []) if _non_empty(o)]
+    outputs = [o for o in cell.get("outputs", []) if _non_empty(o) and dirs.get("output") != "false"]
     if dirs.get("echo") == "false" or "hide-input" in cell.metadata.get("tags", []):
         md = [_text(o["data"]["text/markdown"]) for o in outputs if "text/markdown" in o.get("data", {})]
         if md and len(md) == len(outputs):  # show_doc: its markdown, as a markdown cell
@@ -175,7 +175,8 @@ def _chart(csv: Path, out: Path):
     df = pd.read_csv(csv)
     df = df.set_index(df.columns[0])
     num = df.select_dtypes("number").dropna(axis=1, how="all")
-    num = num[[c for c in num.columns if not c.startswith("paper")]]  # the paper's numbers and settings: in the table
+    num = num[[c for c in num.columns if not c.startswith("paper")  # the paper's numbers and settings: in the table
+               and not re.search(r" (lo|hi|sd)$", c)]]  # interval bounds and spreads: in the table
     if num.empty:
         return None
     rows, cols = len(num), len(num.columns)
