@@ -165,3 +165,24 @@ def test_covid_slices_differ_only_where_opacities_are_drawn():
         else:
             assert "ggo" not in masks
     assert seen >= 8
+
+
+# --- IU X-Ray from the real OpenI reports (torchxrayvision's NLMCXR_reports.tgz)
+def test_iu_layout_from_real_reports(tmp_path, capsys):
+    from clinical_bert.text import iu_protocol_split, read_openi_reports
+    assert main([str(tmp_path / "r"), "--n", "8", "--layout", "iu", "--size", "64", "--reports", "real"]) == 0
+    root = tmp_path / "r"
+    proto = iu_protocol_split(read_openi_reports(), 0).set_index("uid")
+    items = [it for v in json.loads((root / "annotation.json").read_text()).values() for it in v]
+    assert len(items) == 8
+    for it in items:  # the real FINDINGS, the protocol's split, two films
+        assert (it["report"], it["split"]) == (proto.loc[it["id"], "findings"], proto.loc[it["id"], "split"])
+        assert len(it["image_path"]) == 2
+    gt = [json.loads(line) for line in (root / "ground_truth.jsonl").read_text().splitlines()]
+    for r in gt:  # each film's masks are the findings its report states
+        assert sorted(load_masks(root / r["images"][0])) == sorted(r["findings"])
+        assert r["mesh"] == list(proto.loc[r["id"], "mesh_major"])
+    ds = _data().AnnotationDataset(root / "annotation.json", root / "images", "train", tagger=False, size=56, n_views=2)
+    assert len(ds) == sum(it["split"] == "train" for it in items) and ds[0]["image"].shape[0] == 2
+    assert main([str(tmp_path / "n"), "--n", "2", "--layout", "nih", "--reports", "real"]) == 2
+    assert "layout='iu'" in capsys.readouterr().err
