@@ -440,10 +440,10 @@ def _samples(self: Experiment, tag: str):
 @patch
 def intervals(self: Experiment, tag: str, keys=None) -> dict:
     "Score -> `metrics.CI` (95 %, 1,000 resamples, seed 0) of the evaluation under `tag`; `keys`: which to keep."
-    from clinical_bert.metrics import auc_ci, bootstrap_ci
+    from clinical_bert.metrics import ReportStats, auc_ci, bootstrap_ci
 
     _, s = self._samples(tag)
-    out = auc_ci(*s) if isinstance(s, tuple) else bootstrap_ci(s.x, s.statistic)
+    out = bootstrap_ci(s.x, s.statistic) if isinstance(s, ReportStats) else auc_ci(*s)
     return {k: v for k, v in out.items() if keys is None or k in keys}
 
 
@@ -459,14 +459,14 @@ def _aligned(ids_a, ids_b, tag_a, tag_b):
 @patch
 def claims(self: Experiment, pairs, keys) -> pd.DataFrame:
     "Paired bootstraps: `pairs` of (claim, tag_a, tag_b), each on every score in `keys` (a - b, two-sided p, verdict)."
-    from clinical_bert.metrics import auc_paired, paired_bootstrap
+    from clinical_bert.metrics import ReportStats, auc_paired, paired_bootstrap
 
     rows = []
     for claim, a, b in pairs:
         (ia, sa), (ib, sb) = self._samples(a), self._samples(b)
         ka, kb = _aligned(ia, ib, a, b)
-        every = (auc_paired(sa[0][ka], sa[1][ka], sb[1][kb], sa[2], key=None) if isinstance(sa, tuple)
-                 else paired_bootstrap(sa.x[ka], sb.x[kb], sa.statistic))  # every score from one set of resamples
+        every = (paired_bootstrap(sa.x[ka], sb.x[kb], sa.statistic) if isinstance(sa, ReportStats)
+                 else auc_paired(sa[0][ka], sa[1][ka], sb[1][kb], sa[2], key=None))  # every score from one set of resamples
         rows += [{"claim": claim, "metric": k, **every[k]} for k in keys if k in every]  # METEOR: no per-report statistics
     return pd.DataFrame(rows, columns=["claim", "metric", "delta", "lo", "hi", "p", "verdict"])
 
