@@ -107,21 +107,36 @@ def ngram_ban(words: torch.Tensor,  # (N, t) words so far
     return hits > 0
 
 # %% ../nbs/08_generate.ipynb #c0ee8f45
-def _finish(done: list, k: int, lp: float, score: float, words: list, steps: list) -> None:
-    "Add a hypothesis (raw score, word ids, per-step log-probs) to `done`, the k best by normalised score."
-    norm = score / len(steps) ** lp if lp else score  # len(steps): words + [SEP] when predicted
-    if len(done) == k and norm <= done[-1][0]:
-        return
-    done.append((norm, words, steps))
-    done.sort(key=lambda h: -h[0])  # stable: the earlier of equal scores stays first
-    del done[k:]
+def _finished(B: int, k: int, max_len: int, device) -> dict:
+    "Empty finished hypotheses of B images, kept on the device: k slots each, normalised score -inf = empty."
+    return {"norm": torch.full((B, k), -math.inf, dtype=torch.float64, device=device),  # float64: Python's arithmetic
+            "words": torch.zeros(B, k, max_len, dtype=torch.long, device=device),
+            "steps": torch.zeros(B, k, max_len + 1, device=device),  # per-step log-probs, [SEP]'s last
+            "n_words": torch.zeros(B, k, dtype=torch.long, device=device),
+            "n_steps": torch.zeros(B, k, dtype=torch.long, device=device)}  # words + [SEP] when predicted
 
 
-def _bound(score: float, t: int, max_len: int, lp: float) -> float:
-    "Best normalised score a live row with raw score `score` and t words can still reach."
-    if not lp:
-        return score  # log-probs only add terms <= 0
-    return max(score / (t + 1) ** lp, score / (max_len + 1) ** lp)  # score <= 0: an end of the length range
+def _normalised(score: torch.Tensor, n_steps: int, lp: float) -> torch.Tensor:
+    "score / n_steps ** lp in float64 (`length_penalty`; lp = 0: the raw score)."
+    return score.double() / n_steps ** lp if lp else score.double()
+
+
+def _add_finished(fin: dict, img: torch.Tensor, cand: dict) -> None:
+    "In place: fin[img] keeps the k best of its hypotheses and the candidates (n, c, ...) by normalised score."
+    k = fin["norm"].shape[1]
+    both = {key: torch.cat([fin[key][img], F.pad(cand[key], (0, fin[key].shape[-1] - cand[key].shape[-1]))
+                            if cand[key].dim() == 3 else cand[key]], 1) for key in fin}
+    order = both["norm"].sort(dim=1, descending=True, stable=True).indices[:, :k]  # equal scores: the earlier first
+    for key, v in both.items():
+        fin[key][img] = v.gather(1, order.view(*order.shape, *[1] * (v.dim() - 2)).expand(-1, -1, *v.shape[2:]))
+
+
+def _images_done(fin: dict, img: torch.Tensor, best: torch.Tensor, t: int, max_len: int, lp: float) -> torch.Tensor:
+    "(n,) bool: no live row of image img[i] (best raw score best[i], t words) can enter its k finished hypotheses."
+    worst, k = fin["norm"][img, -1], fin["norm"].shape[1]  # -inf while fewer than k are finished
+    bound = best.double() if not lp else torch.maximum(_normalised(best, t + 1, lp), _normalised(best, max_len + 1, lp))
+    beaten = bound <= worst if k > 1 else worst > -math.inf  # log-probs only add terms <= 0; beam 1: stop at [SEP]
+    return (best == -math.inf) | ((worst > -math.inf) & beaten)
 
 # %% ../nbs/08_generate.ipynb #468a5bb2
 def _check_images(model: ClinicalBert, images) -> None:
@@ -158,30 +173,29 @@ def _beam_search(step, B: int, k: int, max_len: int, min_len: int, lp: float, ng
                  banned: list, lm_head, vocab_size: int, device) -> list:
     "Finished hypotheses per image: lists of (normalised score, word ids, per-step log-probs)."
     V = vocab_size
+    ban = torch.zeros(V, dtype=torch.bool)
+    ban[banned] = True
+    ban = ban.to(device)  # one copy, before the loop
     words = torch.zeros(B * k, 0, dtype=torch.long, device=device)  # (N, t)
     steps = torch.zeros(B * k, 0, device=device)  # (N, t) log-prob of each chosen word
     scores = torch.full((B, k), -math.inf, device=device)
     scores[:, 0] = 0.0  # one live row per image at first: the k rows are identical
-    scores, img, done = scores.flatten(), torch.arange(B), [[] for _ in range(B)]
+    scores, img, n, fin = scores.flatten(), torch.arange(B, device=device), B, _finished(B, k, max_len, device)
     for t in range(max_len):
-        logp = F.log_softmax(lm_head(step(words)).float(), -1)  # (N, V)
-        logp[:, banned] = -math.inf
+        logp = F.log_softmax(lm_head(step(words)).float(), -1).masked_fill_(ban, -math.inf)  # (N, V)
         if t < min_len:
             logp[:, SEP] = -math.inf
         if ngram:
             logp.masked_fill_(ngram_ban(words, ngram, V), -math.inf)
-        n = len(img)
         top, idx = (scores[:, None] + logp).view(n, k * V).topk(2 * k, 1)  # (n, 2k)
         beam, tok = idx // V, idx % V
         rows_of = torch.arange(n, device=device)[:, None] * k + beam  # candidate -> its row
         is_sep = tok == SEP
-        hits = (is_sep[:, :k] & top[:, :k].isfinite()).nonzero()  # finished: [SEP] among the top k
-        if len(hits):
-            b, j = hits.unbind(1)
-            r = rows_of[b, j]
-            done_steps = torch.cat([steps[r], logp[r, SEP][:, None]], 1)  # one copy to the host per step
-            for i, s, w, p in zip(img[b.cpu()].tolist(), top[b, j].tolist(), words[r].tolist(), done_steps.tolist()):
-                _finish(done[i], k, lp, s, w, p)
+        r = rows_of[:, :k]  # finished: [SEP] among the top k, kept on the device
+        hit = is_sep[:, :k] & top[:, :k].isfinite()
+        _add_finished(fin, img, {"norm": _normalised(top[:, :k], t + 1, lp).masked_fill(~hit, -math.inf),
+                                 "words": words[r], "steps": torch.cat([steps[r], logp[r, SEP][..., None]], -1),
+                                 "n_words": torch.full_like(r, t), "n_steps": torch.full_like(r, t + 1)})
         order = (is_sep.long() * 2 * k + torch.arange(2 * k, device=device)).argsort(1)[:, :k]  # best non-[SEP]
         rows = rows_of.gather(1, order).flatten()
         tok = tok.gather(1, order).flatten()
@@ -190,28 +204,29 @@ def _beam_search(step, B: int, k: int, max_len: int, min_len: int, lp: float, ng
         scores = top.gather(1, order).flatten()
         if t == max_len - 1:
             break
-        best = scores.view(n, k).max(1).values.tolist()
-        live = torch.tensor([not _image_done(done[i], s, k, t + 1, max_len, lp) for i, s in zip(img.tolist(), best)])
-        if not live.all():
-            keep = torch.arange(n * k, device=device).view(n, k)[live.to(device)].flatten()
-            words, steps, scores, img, rows = words[keep], steps[keep], scores[keep], img[live], rows[keep]
-        if not len(img):
-            return done
+        live = ~_images_done(fin, img, scores.view(n, k).max(1).values, t + 1, max_len, lp)
+        n_live = sum(live.tolist())  # the one read of the step: which images go on
+        if n_live < n:
+            sel = (~live).to(torch.uint8).argsort(stable=True)[:n_live]  # the live images, in order
+            keep = (sel[:, None] * k + torch.arange(k, device=device)).flatten()
+            words, steps, scores, img, rows, n = words[keep], steps[keep], scores[keep], img[sel], rows[keep], n_live
+        if not n:
+            return _finished_lists(fin)
         step.select(rows)
-    rows_img = img.repeat_interleave(k).tolist()
-    for i, s, w, p in zip(rows_img, scores.tolist(), words.tolist(), steps.tolist()):  # max_len words, no [SEP]
-        if s > -math.inf:
-            _finish(done[i], k, lp, s, w, p)
-    return done
+    last = scores.view(n, k)  # the live rows after max_len words, without [SEP]
+    full = torch.full((n, k), max_len, dtype=torch.long, device=device)
+    _add_finished(fin, img, {"norm": _normalised(last, max_len, lp), "words": words.view(n, k, -1),
+                             "steps": steps.view(n, k, -1), "n_words": full, "n_steps": full})
+    return _finished_lists(fin)
 
 
-def _image_done(done: list, best: float, k: int, t: int, max_len: int, lp: float) -> bool:
-    "Whether no live row of an image (best raw score `best`, t words) can enter its k finished hypotheses."
-    if best == -math.inf:
-        return True
-    if len(done) < k:
-        return False
-    return k == 1 or _bound(best, t, max_len, lp) <= done[-1][0]  # beam 1: greedy stops at [SEP]
+def _finished_lists(fin: dict) -> list:
+    "Per image, its finished hypotheses (normalised score, word ids, per-step log-probs), best first: one transfer."
+    flat = torch.cat([fin["norm"][..., None], fin["n_words"][..., None].double(), fin["n_steps"][..., None].double(),
+                      fin["words"].double(), fin["steps"].double()], -1).tolist()  # ids < 2**53: exact in float64
+    L = fin["words"].shape[-1]
+    return [[(h[0], [int(w) for w in h[3:3 + int(h[1])]], h[3 + L:3 + L + int(h[2])]) for h in hyps if h[0] > -math.inf]
+            for hyps in flat]
 
 # %% ../nbs/08_generate.ipynb #17857b95
 def generate(model: ClinicalBert,

@@ -124,3 +124,14 @@ def test_cuda_cached_equals_uncached():
     m = random_model(7).cuda()
     torch.backends.cuda.matmul.allow_tf32 = False
     assert_same(m, images(4, 6).cuda(), beam_size=5, max_len=16)
+
+
+def test_beam_search_reads_the_device_once_per_step():
+    "Finished hypotheses stay on the device: one host read per step (which images go on) and one at the end."
+    from clinical_bert.learner import count_syncs
+    m, x = random_model(1), images(5, 1)
+    assert max(len(r) for r in generate(m, x, beam_size=4, max_len=16)) == 16  # the search runs all 16 steps
+    for use_cache in (True, False):
+        c8, c16 = (count_syncs(generate, m, x, beam_size=4, max_len=n, use_cache=use_cache) for n in (8, 16))
+        assert set(c16) <= {"tolist", "repeat_interleave"}, dict(c16)  # no nonzero, .item() or boolean index
+        assert c16["tolist"] <= 16 and sum(c16.values()) - sum(c8.values()) <= 8, (dict(c8), dict(c16))
