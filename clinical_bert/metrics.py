@@ -24,7 +24,7 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 # %% auto #0
-__all__ = ['NLG_KEYS', 'NLG_UNAVAILABLE', 'BLEU_STATS', 'CE_AVERAGES', 'ptb_tokenize', 'meteor_scorer', 'close_meteor',
+__all__ = ['NLG_KEYS', 'NLG_UNAVAILABLE', 'BLEU_STATS', 'CE_AVERAGES', 'TIE', 'ptb_tokenize', 'meteor_scorer', 'close_meteor',
            'bleu_stats', 'bleu_from_stats', 'nlg_scores', 'nlg_samples', 'binarize_labels', 'ce_scores', 'auc_scores',
            'format_table', 'ce_stats', 'ce_from_stats', 'CI', 'resample_counts', 'bootstrap_ci', 'paired_bootstrap',
            'ReportStats', 'report_stats', 'auc_replicates', 'auc_bootstrap', 'auc_ci', 'auc_paired', 'length_stats',
@@ -415,6 +415,9 @@ def bootstrap_ci(x,  # (N,) per-sample values, or (N, K) per-sample statistics t
     return _ci(*_replicates(x, statistic, resample_counts(len(x), n_resamples, seed)), level)
 
 
+TIE = 1e-6  # differences smaller than this are ties (BLEU's 1e-15 / 1e-9 guards give 1e-11 "scores" to nothing)
+
+
 def _verdict(delta: float, p: float, alpha: float, n_resamples: int) -> str:
     "The words a table prints for a paired comparison (two-sided p below `alpha`: higher / lower)."
     ps = f"p < {1 / n_resamples:.2g}" if p == 0 else f"p = {p:.2g}"
@@ -427,6 +430,7 @@ def _paired(pa, ra, pb, rb, level, alpha) -> dict:
     d = np.asarray(ra, dtype=float) - np.asarray(rb, dtype=float)
     if d.ndim != 1: raise ValueError("paired_bootstrap: the statistic must give one value per resample")
     d = d[~np.isnan(d)]
+    d = np.where(np.abs(d) < TIE, 0.0, d)  # below the scorers' smoothing guards: a tie, not a difference
     if not len(d): return {"delta": math.nan, "lo": math.nan, "hi": math.nan, "p": math.nan, "verdict": "undefined"}
     below = float(np.mean(d < 0) + 0.5 * np.mean(d == 0))  # one-sided p of "a > b" (ties count half)
     p = min(1.0, 2 * min(below, 1 - below))  # two-sided

@@ -368,8 +368,9 @@ def write_table(self: Experiment, df: pd.DataFrame, name: str, caption: str,
                                          for k, v in zip(cols, row)]) + " |"
            for i, row in zip(df.index, df.to_numpy(object))]
     if ci:
-        md += ["", "[lo, hi]: 95 % percentile bootstrap interval over the test studies (1,000 resamples, seed 0; "
-               "METEOR has none, its corpus score is not a sum over reports)."]
+        meteor = "METEOR" in cols or "METEOR" in map(str, df.index)
+        md += ["", "[lo, hi]: 95 % percentile bootstrap interval over the test studies (1,000 resamples, seed 0"
+               + ("; METEOR has none, its corpus score is not a sum over reports)." if meteor else ").")]
     if any("paper" in c for c in cols):
         md += ["", "Columns marked *paper* are the paper's numbers on the real data sets (the source of each, a table "
                "of the paper or its text, is in clinical_bert/assets/paper_numbers.csv; n/a: the paper has no "
