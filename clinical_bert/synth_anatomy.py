@@ -229,3 +229,26 @@ def sample_findings(rng, pt, p_normal=0.3) -> dict:
     if not names:
         names = [list(PREVALENCE)[rng.integers(len(PREVALENCE))]]
     return {k: FINDING_SAMPLERS[k](rng, pt) for k in names}
+
+# %% ../nbs/02a_synth_anatomy.ipynb #d3b79675
+def _sample_nodule(rng, pt):
+    "A nodule (as `lung_lesion` draws it) beside a mass: NIH rows may carry both labels."
+    return {**_sample_lung_lesion(rng, pt), "kind": "nodule", "radius": float(rng.uniform(0.018, 0.032))}
+
+
+def _sample_fibrosis(rng, pt):
+    "Fibrosis: a reticular (net-like) pattern in both lungs, densest at the bases; `extent` is how far above the domes it reaches."
+    s = _sev3(rng)
+    lo, hi = {"mild": (0.12, 0.18), "moderate": (0.18, 0.26), "severe": (0.26, 0.36)}[s]
+    return dict(severity=s, extent=float(rng.uniform(lo, hi)), period=float(rng.uniform(0.024, 0.034)),
+                phase=float(rng.uniform(0, 6.28)))
+
+
+def _sample_hernia(rng, pt):
+    "Hiatus hernia: a round retrocardiac density above the left dome holding an air-fluid level (`level`: fluid share of the height)."
+    return dict(radius=float(rng.uniform(0.05, 0.075)), u=float(rng.uniform(0.0, 0.06)),
+                lift=float(rng.uniform(0.0, 0.03)), level=float(rng.uniform(0.4, 0.65)))
+
+
+FINDING_SAMPLERS.update(infiltration=_sample_air_space, nodule=_sample_nodule, fibrosis=_sample_fibrosis,
+                        hernia=_sample_hernia)  # not in PREVALENCE: sample_findings never draws them

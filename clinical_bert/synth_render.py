@@ -60,7 +60,7 @@ def render(pt: dict, findings: dict, view: dict, strip: int = 64):
     S = view["size"]
     rng = np.random.default_rng(view["tex_seed"])
     tex = _noise_field(rng, 40, S, 0.025)
-    patch = _noise_field(rng, 14, S) if "pneumonia" in findings else None
+    patch = _noise_field(rng, 14, S) if "pneumonia" in findings or "infiltration" in findings else None
     A = np.empty((S, S), F32)
     masks = {}
     full = Frame(view)                                 # the grid once; each strip is a view of it
@@ -71,6 +71,7 @@ def render(pt: dict, findings: dict, view: dict, strip: int = 64):
         A[r0:r1] = a
         for k, x in m.items():
             masks.setdefault(k, np.zeros((S, S), bool))[r0:r1] = x
+    _draw_boxes(findings, A, masks, tex, S)             # findings placed by a real NIH box (none in templated layouts)
     fr = full
     hw, uhc, hh, vhc = _heart(pt, findings)
     apex = pt["apex"] - (0.02 if "emphysema" in findings else 0)
@@ -305,7 +306,7 @@ def _draw_air_space(pt, f, t, name):
     reg = _lobe(f["lobe"], u, v, t.au, t.lat, t.base, t.apex, t.eps) * t.lung
     gx, gy = f["cu"] * lat_at(pt, f["cv"]), f["cv"]
     blob = np.exp(-((u - F32(gx)) ** 2 + (v - F32(gy)) ** 2) / F32(f["spread"] ** 2))
-    if name == "pneumonia":
+    if name != "consolidation":                          # pneumonia, or NIH infiltration
         patch = _c01(blob * (0.6 + 1.5 * t.pnoise)) * reg
         dens = F32((0.28, 0.36, 0.44)[SEV[f["severity"]]])
     else:
@@ -313,7 +314,7 @@ def _draw_air_space(pt, f, t, name):
         dens = F32((0.3, 0.38, 0.46)[SEV[f["severity"]]])
         t.add -= 0.08 * patch * t.ves                  # air bronchograms: dark branches inside the dense lobe
     t.add += dens * patch
-    t.masks[name] = patch > (0.2 if name == "pneumonia" else 0.3)   # patchy: its faint rim counts
+    t.masks[name] = patch > (0.2 if name != "consolidation" else 0.3)   # patchy: its faint rim counts
 
 
 def _draw_atelectasis(pt, f, t):
@@ -335,7 +336,7 @@ def _draw_atelectasis(pt, f, t):
     t.masks["atelectasis"] = ((np.abs(across) < th / 2 + 0.01) & (np.abs(along) < f["length"] / 2 + 0.015) & t.lung_b) | lost
 
 # %% ../nbs/02b_synth_render.ipynb #2b9a291b
-def _draw_lung_lesion(pt, f, t):
+def _draw_lung_lesion(pt, f, t, name="lung_lesion"):
     "A round nodule, or a lobulated mass, with a slightly denser centre."
     s = -1 if f["side"] == "right" else 1
     u0 = s * f["q"] * lat_at(pt, f["v"])
@@ -346,7 +347,7 @@ def _draw_lung_lesion(pt, f, t):
         rad = rad * (1 + 0.15 * np.cos(3 * np.arctan2(dv, du) + F32(f["lob"])))
     disk = _ss(rad - rr, F32(0.004))
     t.add += F32(0.45) * disk * (0.85 + 0.15 * _c01(1 - rr / rad))
-    t.masks["lung_lesion"] = (rr < rad + 0.004) & (t.lung_b | (disk > 0.5))
+    t.masks[name] = (rr < rad + 0.004) & (t.lung_b | (disk > 0.5))
 
 
 def _draw_pleural_thickening(pt, f, t):
@@ -393,19 +394,64 @@ def _draw_pneumothorax(pt, f, t):
     t.add += 0.35 * _ss(F32(0.005) - np.abs(au - edge), eps) * sd * (depth > 0.003) * (v < t.dia) * (v > t.apex)
     t.masks["pneumothorax"] = (ptx > 0.5)
 
+# %% ../nbs/02b_synth_render.ipynb #a7e1f0af
+def _draw_fibrosis(pt, f, t):
+    "A reticular pattern in both lungs, densest at the bases and fading `extent` above the domes."
+    w = _ss(t.v - (t.dia - F32(f["extent"])), F32(0.04)) * t.lung
+    k, ph = F32(2 * np.pi / f["period"]), F32(f["phase"])
+    bend = t.tex * F32(12)                             # the lung texture (about +-0.025) bends the lines
+    net = np.maximum(_ss(F32(0.3) - np.abs(np.cos(k * (t.u + bend) + ph)), F32(0.15)),
+                     _ss(F32(0.3) - np.abs(np.cos(k * (t.v - bend) - ph)), F32(0.15)))
+    t.add += F32((0.12, 0.16, 0.2)[SEV[f["severity"]]]) * net * w
+    t.masks["fibrosis"] = (w > 0.5) & t.lung_b
+
+
+def _draw_hernia(pt, f, t):
+    "A round retrocardiac density above the left dome: gas above a horizontal air-fluid level, fluid below."
+    R, u0 = F32(f["radius"]), F32(f["u"])
+    v0 = F32(dia_at(pt, f["u"]) - f["lift"] - f["radius"])
+    du, dv = t.u - u0, t.v - v0
+    rr = np.sqrt(du * du + dv * dv)
+    disk = _ss(R - rr, F32(0.004))
+    fluid = _ss(dv - R * F32(1 - 2 * f["level"]), F32(0.002))      # below the level (v grows downward)
+    t.add += disk * (F32(0.3) * fluid - F32(0.12) * (1 - fluid))
+    t.masks["hernia"] = rr < R + F32(0.004)
+
+
+_BOX_DENSITY = {"pneumothorax": -0.2, "pleural_effusion": 0.3, "atelectasis": 0.4, "lung_lesion": 0.45, "nodule": 0.45}
+
+
+def _draw_boxes(findings, A, masks, tex, S):
+    "Findings with a real NIH box (pixels of a 1024 px film: x, y, w, h): an opacity (a lucency for a pneumothorax) filling the ellipse in the box; patchy for air-space findings. The mask is that ellipse."
+    for name, f in findings.items():
+        if "box" not in f:
+            continue
+        x, y, w, h = (F32(c * S / 1024) for c in f["box"])
+        t = np.arange(S, dtype=F32) + F32(0.5)
+        e = ((t[None, :] - x - w / 2) / (w / 2)) ** 2 + ((t[:, None] - y - h / 2) / (h / 2)) ** 2
+        blob = _ss(1 - e, F32(0.15))
+        dens = F32(_BOX_DENSITY.get(name, 0.36))        # air-space findings: 0.36 in patches
+        if name not in _BOX_DENSITY:
+            blob = _c01(blob * (F32(0.7) + tex * F32(16)))
+        A += dens * blob
+        masks[name] = e < 1
+
 # %% ../nbs/02b_synth_render.ipynb #aa0d3bbe
 _DRAW = {  # finding -> its drawing, in the order they are drawn (the sums are float32)
     "edema": _draw_edema, "consolidation": partial(_draw_air_space, name="consolidation"),
     "pneumonia": partial(_draw_air_space, name="pneumonia"), "atelectasis": _draw_atelectasis,
     "lung_lesion": _draw_lung_lesion, "pleural_thickening": _draw_pleural_thickening,
-    "pleural_effusion": _draw_pleural_effusion, "pneumothorax": _draw_pneumothorax}
+    "pleural_effusion": _draw_pleural_effusion, "pneumothorax": _draw_pneumothorax,
+    # the NIH table's own findings, drawn last (templated layouts never have them, so their sums are unchanged)
+    "infiltration": partial(_draw_air_space, name="infiltration"), "nodule": partial(_draw_lung_lesion, name="nodule"),
+    "fibrosis": _draw_fibrosis, "hernia": _draw_hernia}
 
 
 def _draw_lung_findings(pt, findings, t):
     "Every finding that changes the lung air or adds density, into `t.add`, `t.rm_marks`, `t.airmask` and `t.masks`."
     t.add, t.rm_marks, t.airmask = np.zeros_like(t.u), np.ones_like(t.u), t.lung.copy()
     for name, draw in _DRAW.items():
-        if name in findings:
+        if name in findings and "box" not in findings[name]:   # a boxed finding is drawn by _draw_boxes
             draw(pt, findings[name], t)
 
 
