@@ -34,8 +34,9 @@ __all__ = ['logger', 'DATASET_SPECS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'NIH_LABE
            'MIMIC_FILES', 'NIH_ENTRY_FILES', 'DataError', 'ImageDecodeError', 'DatasetSpec', 'dataset_spec',
            'dicom_to_uint8', 'resize_for', 'load_image', 'GreyToRGBNormalize', 'image_transform', 'ImageCache',
            'read_table', 'check_unique', 'parse_labels', 'canonical_split', 'parse_splits', 'RadiographDataset',
-           'collate_items', 'skip_none_collate', 'mimic_sections', 'mimic_report', 'find_file', 'MimicCxrDataset',
-           'AnnotationDataset', 'IuXrayDataset', 'nih_labels', 'NihChestXrayDataset', 'CovCtrDataset']
+           'collate_items', 'skip_none_collate', 'mimic_sections', 'mimic_report_section', 'find_file',
+           'MimicCxrDataset', 'AnnotationDataset', 'IuXrayDataset', 'nih_labels', 'NihChestXrayDataset',
+           'CovCtrDataset']
 
 # %% ../nbs/02_data.ipynb #a3cac2e4
 class DataError(ValueError):
@@ -505,7 +506,7 @@ def _last_paragraph(text: str) -> str:
     return _HEADING.sub("", paras[-1], count=1).strip()
 
 
-def mimic_report(text: str,
+def mimic_report_section(text: str,
                  report_section: str = "findings",  # or "findings_impression"
                  ) -> str:
     "The FINDINGS ('' when there are none); or findings, then impression, else the last paragraph (MIT-LCP's rules)."
@@ -583,7 +584,7 @@ class MimicCxrDataset(RadiographDataset):
             if n and (s, st) not in texts:
                 texts[(s, st)] = _read_text(reports_root / "files" / f"p{s[:2]}" / f"p{s}" / f"s{st}.txt")
         raw = [texts.get((s, st)) for s, st in zip(t["subject_id"], t["study_id"])]
-        section = [mimic_report(r, report_section) if r else "" for r in raw]
+        section = [mimic_report_section(r, report_section) if r else "" for r in raw]
         t["report"] = [clean_report(s, style="mimic") if s else "" for s in section]
         no_text = np.array([r is None for r in raw]) & need.to_numpy()
         no_findings = np.array([bool(r and r.strip()) and not s.strip() for r, s in zip(raw, section)]) \

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -14,17 +16,15 @@ from tqdm.auto import tqdm
 
 from .data import skip_none_collate
 from .masks import attention_mask
-from .model import ClinicalBert, ClinicalBertConfig
-from .text import SPECIALS
+from .text import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
+
+if TYPE_CHECKING:  # type hints only: the model imports this module
+    from clinical_bert.model import ClinicalBert, ClinicalBertConfig
 
 # %% auto #0
-__all__ = ['PAD', 'UNK', 'CLS', 'SEP', 'MASK', 'decoding_mask', 'CachedStep', 'FullStep', 'ngram_ban', 'generate',
-           'generate_reports', 'generate_dataset']
+__all__ = ['decoding_mask', 'CachedStep', 'FullStep', 'ngram_ban', 'generate', 'generate_reports', 'generate_dataset']
 
 # %% ../nbs/08_generate.ipynb #87d3d7a6
-PAD, UNK, CLS, SEP, MASK = range(len(SPECIALS))  # special ids (CONTRIBUTING.md)
-
-
 def decoding_mask(config: ClinicalBertConfig) -> str:
     "'s2s' or 'bi': the attention mask `config`'s model learnt to predict report words with."
     if {"s2s", "mmm"} & set(config.tasks):  # both predict with the seq2seq mask (eqs. 2, 3)
@@ -58,7 +58,7 @@ class CachedStep:
     def __call__(self, words: torch.Tensor) -> torch.Tensor:  # (N, t) words so far
         "(N, hidden) encoder output at the `[MASK]` after `words`."
         N, t = words.shape
-        ids = torch.cat([words[:, -1:] if t else words, words.new_full((N, 1), MASK)], 1)  # (N, q)
+        ids = torch.cat([words[:, -1:] if t else words, words.new_full((N, 1), MASK_ID)], 1)  # (N, q)
         q, k = ids.shape[1], self.S + t + 1  # new positions, keys after this step
         pos, seg = self.model.layout(self.R, k - q, k, N, words.device)
         mask = torch.ones(N, 1, q, k, dtype=torch.bool, device=words.device)
@@ -83,7 +83,7 @@ class FullStep:
     def __call__(self, words: torch.Tensor) -> torch.Tensor:
         "(N, hidden) encoder output at the `[MASK]` after `words`."
         N, t = words.shape
-        ids = torch.cat([words, words.new_full((N, 1), MASK)], 1)
+        ids = torch.cat([words, words.new_full((N, 1), MASK_ID)], 1)
         x = torch.cat([self.src, self.model.word_embeddings(ids)], 1)  # (N, S + t + 1, hidden)
         pos, seg = self.model.layout(self.R, 0, x.shape[1], N, x.device)
         mask = attention_mask(self.S, t + 1, self.kind).to(x.device).expand(N, 1, -1, -1)
@@ -184,17 +184,17 @@ def _beam_search(step, B: int, k: int, max_len: int, min_len: int, lp: float, ng
     for t in range(max_len):
         logp = F.log_softmax(lm_head(step(words)).float(), -1).masked_fill_(ban, -math.inf)  # (N, V)
         if t < min_len:
-            logp[:, SEP] = -math.inf
+            logp[:, SEP_ID] = -math.inf
         if ngram:
             logp.masked_fill_(ngram_ban(words, ngram, V), -math.inf)
         top, idx = (scores[:, None] + logp).view(n, k * V).topk(2 * k, 1)  # (n, 2k)
         beam, tok = idx // V, idx % V
         rows_of = torch.arange(n, device=device)[:, None] * k + beam  # candidate -> its row
-        is_sep = tok == SEP
+        is_sep = tok == SEP_ID
         r = rows_of[:, :k]  # finished: [SEP] among the top k, kept on the device
         hit = is_sep[:, :k] & top[:, :k].isfinite()
         _add_finished(fin, img, {"norm": _normalised(top[:, :k], t + 1, lp).masked_fill(~hit, -math.inf),
-                                 "words": words[r], "steps": torch.cat([steps[r], logp[r, SEP][..., None]], -1),
+                                 "words": words[r], "steps": torch.cat([steps[r], logp[r, SEP_ID][..., None]], -1),
                                  "n_words": torch.full_like(r, t), "n_steps": torch.full_like(r, t + 1)})
         order = (is_sep.long() * 2 * k + torch.arange(2 * k, device=device)).argsort(1)[:, :k]  # best non-[SEP]
         rows = rows_of.gather(1, order).flatten()
@@ -255,7 +255,7 @@ def generate(model: ClinicalBert,
             "values of every earlier position, so a key/value cache would not be exact; use use_cache=False "
             "(re-encodes the whole sequence each step)")
     device = next(model.parameters()).device
-    banned = [PAD, CLS, MASK] + ([UNK] if ban_unk else [])
+    banned = [PAD_ID, CLS_ID, MASK_ID] + ([UNK_ID] if ban_unk else [])
     training = model.training
     model.eval()
     try:

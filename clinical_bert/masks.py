@@ -11,8 +11,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .text import FIRST_WORD_ID
+
 # %% auto #0
-__all__ = ['S2S', 'BI', 'MMM', 'TASK_NAMES', 'IGNORE', 'PRETRAIN_PROBS', 'RRG_PROBS', 'MODES', 'MLM_WORDS', 'attention_mask',
+__all__ = ['S2S', 'BI', 'MMM', 'TASK_NAMES', 'IGNORE', 'PRETRAIN_PROBS', 'RRG_PROBS', 'MODE_PROBS', 'MLM_WORDS', 'attention_mask',
            'batch_attention_mask', 'check_probs', 'sample_tasks', 'mask_mlm', 'mask_mmm', 'mesh_word_ids', 'Collator']
 
 # %% ../nbs/03_masks.ipynb #2ad627ce
@@ -113,11 +115,11 @@ def mesh_word_ids(vocab,  # text.Vocab (itos, special ids 0-4)
     if tagger is None:
         from clinical_bert.mesh import MeshTagger
         tagger = MeshTagger()
-    words = list(vocab.itos)[5:]
-    return [i + 5 for i, w in enumerate(words) if tagger.tag([w])[0] == 1]
+    words = list(vocab.itos)[FIRST_WORD_ID:]
+    return [i + FIRST_WORD_ID for i, w in enumerate(words) if tagger.tag([w])[0] == 1]
 
 # %% ../nbs/03_masks.ipynb #83d7f73d
-MODES = {"pretrain": PRETRAIN_PROBS, "rrg": RRG_PROBS, "rd": None}
+MODE_PROBS = {"pretrain": PRETRAIN_PROBS, "rrg": RRG_PROBS, "rd": None}  # Collator mode -> default (s2s, bi, MMM) probabilities
 MLM_WORDS = ("non_mesh", "all")  # which words MLM may pick: the non-MeSH ones (pre-training) or every word
 
 
@@ -137,22 +139,22 @@ class Collator:
                  max_len: int = 100,  # words kept per report (the [SEP] comes after)
                  seed: int = 0,  # seed of the masking generator
                  mlm_words: str = "non_mesh"):  # MLM candidates: "non_mesh" (eqs. 3, 4) or "all" (RRG, see below)
-        if mode not in MODES:
-            raise ValueError(f"Collator: mode={mode!r}; use one of {sorted(MODES)}")
+        if mode not in MODE_PROBS:
+            raise ValueError(f"Collator: mode={mode!r}; use one of {sorted(MODE_PROBS)}")
         if not 0 < mlm_prob <= 1 or max_len < 1:
             raise ValueError(f"Collator: mlm_prob={mlm_prob} must be in (0, 1] and max_len={max_len} >= 1")
         if mlm_words not in MLM_WORDS:
             raise ValueError(f"Collator: mlm_words={mlm_words!r}; use one of {MLM_WORDS}")
         self.mlm_words = mlm_words
         self.vocab, self.mode, self.mlm_prob, self.max_len, self.seed = vocab, mode, mlm_prob, max_len, seed
-        self.probs = check_probs(task_probs if task_probs is not None else MODES[mode] or (1, 0, 0))
+        self.probs = check_probs(task_probs if task_probs is not None else MODE_PROBS[mode] or (1, 0, 0))
         if mesh_ids is None:
             mesh_ids = mesh_word_ids(vocab)
         self.mesh_ids = torch.as_tensor(list(mesh_ids), dtype=torch.long)
         n = len(vocab)
-        if len(self.mesh_ids) and (self.mesh_ids.min() < 5 or self.mesh_ids.max() >= n):
-            raise ValueError(f"Collator: mesh_ids must be word ids in [5, {n}) of this vocabulary")
-        self.word_ids = torch.arange(5, n)  # random MLM replacement: any word, no special token
+        if len(self.mesh_ids) and (self.mesh_ids.min() < FIRST_WORD_ID or self.mesh_ids.max() >= n):
+            raise ValueError(f"Collator: mesh_ids must be word ids in [{FIRST_WORD_ID}, {n}) of this vocabulary")
+        self.word_ids = torch.arange(FIRST_WORD_ID, n)  # random MLM replacement: any word, no special token
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch, self.rank, self._worker, self._next_seed = 0, 0, None, None
 

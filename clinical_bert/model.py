@@ -22,7 +22,9 @@ from transformers import BertConfig, BertModel
 
 from .data import GreyToRGBNormalize
 from .imm import IMM_LOSSES, SPARSITY, imm_score, imm_scores
+from .generate import generate as beam_search_generate
 from .masks import BI, IGNORE, MLM_WORDS, MMM, PRETRAIN_PROBS, RRG_PROBS, TASK_NAMES, batch_attention_mask
+from .text import CLS_ID, FIRST_WORD_ID, PAD_ID, SEP_ID
 
 # %% auto #0
 __all__ = ['TASKS', 'MODES', 'FINETUNE_VOCABS', 'IMM_WORDS', 'INPUT_NORMS', 'DENSENET121', 'ABLATIONS', 'ABLATION_LABELS',
@@ -258,7 +260,7 @@ class ClinicalBertConfig:
                           attention_probs_dropout_prob=self.attention_dropout,
                           max_position_embeddings=self.max_position_embeddings, type_vocab_size=2,
                           initializer_range=self.initializer_range, layer_norm_eps=self.layer_norm_eps,
-                          pad_token_id=0, is_decoder=True, attn_implementation=self.attn_implementation)
+                          pad_token_id=PAD_ID, is_decoder=True, attn_implementation=self.attn_implementation)
 
 # %% ../nbs/05_model.ipynb #1a3a2f07
 _OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
@@ -386,7 +388,7 @@ def layout_ids(n_regions: int,  # R
 # %% ../nbs/05_model.ipynb #cf4b6909
 class ClinicalBert(nn.Module):
     "Clinical-BERT: DenseNet regions + report words through one BERT encoder, with the CD / LM / RD heads."
-    CLS, SEP, PAD = 2, 3, 0  # special ids (CONTRIBUTING.md)
+    CLS, SEP, PAD = CLS_ID, SEP_ID, PAD_ID  # special ids (text.SPECIALS)
 
     def __init__(self, config: ClinicalBertConfig):
         super().__init__()
@@ -589,8 +591,7 @@ def generate(self: ClinicalBert, images: torch.Tensor,  # (B, 1, H, W) uint8 or 
              use_cache: bool = True,  # False re-encodes the whole sequence each step
              **kw) -> list[list[int]]:
     "Report word ids per image by the paper's beam search (`clinical_bert.generate.generate`, which has the options)."
-    from clinical_bert.generate import generate  # at call time: generate imports this module, not the reverse
-    return generate(self, images, beam_size=beam_size, max_len=max_len, use_cache=use_cache, **kw)
+    return beam_search_generate(self, images, beam_size=beam_size, max_len=max_len, use_cache=use_cache, **kw)
 
 # %% ../nbs/05_model.ipynb #eda081ba
 def overfit(config: ClinicalBertConfig, batch: dict, steps: int = 150, lr: float = 3e-3, seed: int = 0):
@@ -697,7 +698,7 @@ def wordpiece_mean(vocab, tokenizer, weight: torch.Tensor) -> torch.Tensor:
     specials = [tokenizer.pad_token, tokenizer.unk_token, tokenizer.cls_token, tokenizer.sep_token,
                 tokenizer.mask_token]
     for i, w in enumerate(list(vocab.itos)):
-        ids = (tokenizer.convert_tokens_to_ids([specials[i]]) if i < 5 else
+        ids = (tokenizer.convert_tokens_to_ids([specials[i]]) if i < FIRST_WORD_ID else
                tokenizer(w, add_special_tokens=False)["input_ids"]) or [tokenizer.unk_token_id]
         out[i] = weight[ids].mean(0)
     return out
@@ -710,8 +711,9 @@ def map_vocab(self: ClinicalBert, old_words,  # the model's words, in id order (
               ) -> tuple[int, int]:
     "Move word embeddings and the LM decoder onto `new_words`; (shared words, new words)."
     old_words, new_words = list(old_words), list(new_words)
-    if old_words[:5] != new_words[:5]:
-        raise ValueError(f"map_vocab: the special tokens differ ({old_words[:5]} vs {new_words[:5]}); both "
+    if old_words[:FIRST_WORD_ID] != new_words[:FIRST_WORD_ID]:
+        raise ValueError(f"map_vocab: the special tokens differ ({old_words[:FIRST_WORD_ID]} vs "
+                         f"{new_words[:FIRST_WORD_ID]}); both "
                          "vocabularies must come from text.Vocab")
     index = {w: i for i, w in enumerate(old_words)}
     src = torch.tensor([index.get(w, -1) for w in new_words])
@@ -735,7 +737,7 @@ def map_vocab(self: ClinicalBert, old_words,  # the model's words, in id order (
     self.lm_head.decoder = decoder
     self.config = replace(self.config, vocab_size=len(new_words))
     self.bert.config.vocab_size = len(new_words)
-    return int(hit.sum()) - 5, int((~hit).sum())
+    return int(hit.sum()) - FIRST_WORD_ID, int((~hit).sum())
 
 # %% ../nbs/05_model.ipynb #f4fd06e8
 def count_parameters(model: nn.Module) -> dict:

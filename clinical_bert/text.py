@@ -25,10 +25,10 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'STYLES', 'DEID', 'SENTENCE_END', 'SPECIALS', 'LANGS', 'OPENI_COLUMNS', 'OPENI_ARCHIVE', 'REPORT_SECTIONS',
-           'split_sentences', 'clean_report', 'Vocab', 'tokenize', 'build', 'encode', 'decode', 'save', 'load',
-           'openi_archive', 'parse_openi_xml', 'read_openi_reports', 'report_sections', 'iu_report', 'seeded_split',
-           'iu_protocol_split']
+__all__ = ['logger', 'STYLES', 'DEID', 'SENTENCE_END', 'SPECIALS', 'PAD_ID', 'UNK_ID', 'CLS_ID', 'SEP_ID', 'MASK_ID',
+           'FIRST_WORD_ID', 'LANGS', 'OPENI_COLUMNS', 'OPENI_ARCHIVE', 'REPORT_SECTIONS', 'split_sentences',
+           'clean_report', 'Vocab', 'tokenize', 'build', 'encode', 'decode', 'save', 'load', 'openi_archive',
+           'parse_openi_xml', 'read_openi_reports', 'report_sections', 'iu_report', 'seeded_split', 'iu_protocol_split']
 
 # %% ../nbs/00_text.ipynb #20fdeee0
 _ABBREV = re.compile(r"\b(?:e\.g|i\.e|vs|approx|dr|a\.m|p\.m)\.", re.I)
@@ -120,8 +120,12 @@ def clean_report(text: str | bytes | None,  # a raw report; None / NaN give ""
     sents = [" ".join(ws) for ws in map(words, split_sentences(text)) if ws]
     return " ".join(f"{s} {end}" for s in sents)
 
-# %% ../nbs/00_text.ipynb #68056ef6
+# %% ../nbs/00_text.ipynb #8719fee8
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4, in this order
+PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIALS))  # the one home of the special ids: import these
+FIRST_WORD_ID = len(SPECIALS)  # words start here
+
+# %% ../nbs/00_text.ipynb #68056ef6
 LANGS = ("en", "zh")
 _FORMAT = "clinical_bert.text.Vocab"  # "format" field of a saved vocabulary
 
@@ -129,7 +133,7 @@ _FORMAT = "clinical_bert.text.Vocab"  # "format" field of a saved vocabulary
 class Vocab:
     "Word-level vocabulary: the five special tokens, then words by descending count (ties alphabetical)."
 
-    pad_id, unk_id, cls_id, sep_id, mask_id = range(5)
+    pad_id, unk_id, cls_id, sep_id, mask_id = PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID
 
     def __init__(self, words: Sequence[str] = (),  # the words after the specials, in id order
                  counts: Sequence[int] | None = None,  # training count of each word

@@ -1,6 +1,6 @@
 """Report generation: cached decoding equals re-encoding the whole sequence, on several random
-models, multi-view inputs and eager attention; `ClinicalBert.generate` without importing the
-generate module; a save / load round trip decodes the same reports.
+models, multi-view inputs and eager attention; `ClinicalBert.generate`, and the decoder imports without
+the model; a save / load round trip decodes the same reports; one host read per decoding step.
 """
 import subprocess
 import sys
@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 
-from clinical_bert.generate import SEP, generate, generate_reports
+from clinical_bert.generate import generate, generate_reports
 from clinical_bert.model import ClinicalBert, ClinicalBertConfig
-from clinical_bert.text import Vocab
+from clinical_bert.text import SEP_ID, Vocab
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -21,7 +21,7 @@ def random_model(seed, sep_bias=3.0, **kw):
     torch.manual_seed(seed)
     m = ClinicalBert(ClinicalBertConfig.tiny(vocab_size=40, initializer_range=0.5, **kw)).eval()
     with torch.no_grad():
-        m.lm_head.decoder.bias[SEP] = sep_bias
+        m.lm_head.decoder.bias[SEP_ID] = sep_bias
     return m
 
 
@@ -45,7 +45,7 @@ def spread_lengths(model, x, **kw):
     "Raise the [SEP] bias until the reports of `x` end at different lengths (rows leave the batch)."
     for bias in torch.arange(1.5, 8.0, 0.1).tolist():
         with torch.no_grad():
-            model.lm_head.decoder.bias[SEP] = bias
+            model.lm_head.decoder.bias[SEP_ID] = bias
         lengths = [len(r) for r in generate(model, x, **kw)]
         if len(set(lengths)) > 1:
             return lengths
@@ -92,8 +92,10 @@ def test_model_generate_method_and_import_direction():
     m, x = random_model(3), images(3, 2)
     assert m.generate(x, beam_size=3, max_len=10) == generate(m, x, beam_size=3, max_len=10)
     assert m.generate(x, beam_size=3, max_len=10, use_cache=False) == generate(m, x, beam_size=3, max_len=10)
-    code = ("import sys, torch; from clinical_bert.model import ClinicalBert, ClinicalBertConfig; "
-            "assert 'clinical_bert.generate' not in sys.modules; "
+    # generate is a decoder the model imports; it names the model for type hints only (TYPE_CHECKING)
+    code = ("import sys, torch; import clinical_bert.generate; "
+            "assert 'clinical_bert.model' not in sys.modules, 'generate imports the model'; "
+            "from clinical_bert.model import ClinicalBert, ClinicalBertConfig; "
             "m = ClinicalBert(ClinicalBertConfig.tiny(vocab_size=30)); "
             "out = m.generate(torch.randn(2, 3, 64, 64), beam_size=2, max_len=4); "
             "assert len(out) == 2 and all(len(r) <= 4 for r in out), out; print('ok')")
