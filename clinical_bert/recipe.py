@@ -27,7 +27,7 @@ __all__ = ['RUN_SIZES', 'STAGES', 'PAPER', 'NOT_IN_PAPER', 'run_size', 'decode_l
 # %% ../nbs/07a_recipe.ipynb #d6a9a310
 RUN_SIZES = {  # preset -> run budget (see the table above)
     "tiny": dict(
-        n_samples={"mimic": 160, "iu": 60, "nih": 100},  # synthetic studies per layout
+        n_samples={"mimic": 160, "iu": 60, "nih": 100, "covctr": 60},  # synthetic studies per layout
         synth_size=resize_for(64),  # side of the synthetic films (the resize before the crop)
         image_size=64,  # model input side
         epochs={"pretrain": 2, "rrg": 2, "rd": 2, "k_sweep": 1, "k_sweep_rrg": 1},  # k_sweep: Table 5 pre-training
@@ -40,7 +40,7 @@ RUN_SIZES = {  # preset -> run budget (see the table above)
         k_points=2,  # Table 5: how many of the paper's six K values (scaled to the regions) are run
         threads=1),  # torch threads (None: leave torch's default)
     "small": dict(
-        n_samples={"mimic": 2250, "iu": 1000, "nih": 3000},
+        n_samples={"mimic": 2250, "iu": 1000, "nih": 3000, "covctr": 728},  # covctr: the real data set's size
         synth_size=resize_for(128), image_size=128,
         epochs={"pretrain": 9, "rrg": 10, "rrg_mimic": 6, "rd": 12, "k_sweep": 1, "k_sweep_rrg": 3},  # rrg_<data set>: its own
         batch_size={"pretrain": 8, "rrg": 8, "rd": 32},  # pre-training: 4x the optimizer steps of batch 32 for 1.3x the time
@@ -49,7 +49,7 @@ RUN_SIZES = {  # preset -> run budget (see the table above)
         lr_visual={"pretrain": 1e-3, "rrg": 1e-3, "rd": 3e-3},  # RD: the DenseNet learns fastest at 3e-3
         max_len=60, beam_size=3, k_points=3, threads=2),
     "paper": dict(
-        n_samples={"mimic": 20000, "iu": 3000, "nih": 20000},  # synthetic only; real data sets are used whole
+        n_samples={"mimic": 20000, "iu": 3000, "nih": 20000, "covctr": 728},  # synthetic only; real data sets are used whole
         synth_size=resize_for(224), image_size=224,
         epochs={"pretrain": 50, "rrg": 50, "rd": 50, "k_sweep": 10, "k_sweep_rrg": 10},
         batch_size={"pretrain": 64, "rrg": 16, "rd": 32},

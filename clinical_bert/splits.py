@@ -60,7 +60,7 @@ def _need(root: Path, dataset: str, *alternatives: str) -> Path:
 
 
 def _covctr_csv(root: Path) -> Path:
-    found = sorted(root.glob("*.csv"))
+    found = sorted(p for p in root.glob("*.csv") if p.name != "ground_truth.csv")  # the synthetic layout's answer key
     if len(found) != 1:
         raise DataError(f"{root}: COV-CTR needs exactly one reports CSV in the folder, found "
                         f"{[p.name for p in found] or 'none'}; keep only the reports CSV there")
