@@ -21,18 +21,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import MIMIC_FILES, NIH_ENTRY_FILES
-from .synth_anatomy import PREVALENCE, sample_findings, sample_patient, sample_view
+from .data import MIMIC_FILES, NIH_ENTRY_FILES, NIH_LABELS
+from .synth_anatomy import FINDING_SAMPLERS, PREVALENCE, sample_findings, sample_patient, sample_view
 from .synth_covctr import ct_covid, make_ct_study, render_ct
 from .synth_render import render
 from .labeler import label_reports
-from .synth_reports import (CHEXPERT_LABELS, findings_from_mentions, nih_findings_labels, report_mentions,
+from .synth_reports import (CHEXPERT_LABELS, FINDING_OF_LABEL, findings_from_mentions, nih_findings_labels, report_mentions,
                                          study_report, write_mimic_report, write_report)
 from .text import REPORT_SECTIONS, iu_protocol_split, read_openi_reports, report_sections, seeded_split
 
 # %% auto #0
-__all__ = ['LAYOUTS', 'SYNTH_VERSION', 'LAYOUT_STREAM', 'MIMIC_CHEXPERT_COLUMNS', 'MANIFEST', 'COVCTR_REPORTS', 'NIH_ENTRY',
-           'LAYOUT_FILES', 'FINDINGS', 'patient_index', 'make_study', 'openi_studies', 'make_real_study', 'save_masks',
+__all__ = ['LAYOUTS', 'NIH_TABLE', 'NIH_BOXES', 'NIH_FINDING', 'SYNTH_VERSION', 'LAYOUT_STREAM', 'MIMIC_CHEXPERT_COLUMNS',
+           'MANIFEST', 'COVCTR_REPORTS', 'NIH_ENTRY', 'LAYOUT_FILES', 'FINDINGS', 'patient_index', 'make_study',
+           'openi_studies', 'make_real_study', 'read_nih_table', 'nih_table_rows', 'make_nih_real_study', 'save_masks',
            'mask_path', 'load_masks', 'json_safe', 'study_seed', 'make_dataset', 'main', 'finding_matrix',
            'global_stats']
 
@@ -100,6 +101,86 @@ def make_real_study(seed: int, index: int, real: dict, size: int = 256) -> dict:
                 view_position="AP" if portable else "PA", findings_text=real["findings"], impression=real["impression"],
                 labels=labels, mesh=real["mesh"], nih=nih_findings_labels(findings), uid=real["uid"], split=real["split"])
 
+# %% ../nbs/02e_synthetic.ipynb #423442aa
+NIH_TABLE = "Data_Entry_2017_v2020.csv.gz"  # the real NIH label table, as torchxrayvision ships it
+NIH_BOXES = "BBox_List_2017.csv.gz"  # its 984 radiologist boxes (x, y, w, h on the 1024 px films)
+
+
+def read_nih_table(folder=None):
+    "The real NIH rows (image, labels, follow-up, patient, age, sex, view) and each image's boxes (label -> x, y, w, h); `folder`: None is torchxrayvision's data folder."
+    import pandas as pd
+    if folder is None:
+        try:
+            import torchxrayvision
+        except ImportError:
+            raise ImportError("reports='real' with layout='nih' reads the NIH table inside torchxrayvision: pip install torchxrayvision") from None
+        folder = Path(torchxrayvision.__file__).parent / "data"
+    df = pd.read_csv(Path(folder) / NIH_TABLE, usecols=["Image Index", "Finding Labels", "Follow-up #", "Patient ID",
+                                                        "Patient Age", "Patient Gender", "View Position"])
+    boxes = {}
+    for img, lab, x, y, w, h in pd.read_csv(Path(folder) / NIH_BOXES, usecols=range(6)).itertuples(index=False):
+        boxes.setdefault(img, {})["Infiltration" if lab == "Infiltrate" else lab] = (float(x), float(y), float(w), float(h))
+    df["boxes"] = df["Image Index"].map(lambda i: boxes.get(i, {}))
+    return df
+
+# %% ../nbs/02e_synthetic.ipynb #4635e08d
+def nih_table_rows(n: int, seed: int = 0, min_test: int | None = None, table=None) -> list[dict]:
+    "`n` whole rows of the real NIH table (`table`: `read_nih_table()`), split by patient 8:2; every label has >= `min_test` test and >= 2 `min_test` train_val positives."
+    df = read_nih_table() if table is None else table
+    if not 1 <= n <= len(df):
+        raise ValueError(f"n={n}: the real NIH table has {len(df)} rows; ask for 1 to {len(df)}")
+    min_test = max(1, n // 200) if min_test is None else min_test
+    rng, pid = np.random.default_rng([seed, 13]), df["Patient ID"].to_numpy()
+    test = np.random.default_rng([seed, 12]).random(pid.max() + 1)[pid] >= 0.8   # one draw per patient
+    Y = np.stack([df["Finding Labels"].str.contains(l, regex=False).to_numpy() for l in NIH_LABELS], 1)
+    pick = np.zeros(len(df), bool)
+    pick[rng.choice(len(df), n, replace=False)] = True
+    normal = ~Y.any(1)
+    for j in np.argsort(Y.sum(0), kind="stable"):          # the rarest label first
+        for side, want in ((test, min_test), (~test, 2 * min_test)):
+            need = want - int((Y[:, j] & pick & side).sum())
+            if need <= 0:
+                continue
+            pool, out = np.flatnonzero(Y[:, j] & ~pick & side), np.flatnonzero(pick & normal & side)
+            if min(len(pool), len(out)) < need:
+                raise ValueError(f"n={n}: too few 'No Finding' rows to give {NIH_LABELS[j]} {want} positives in a split; "
+                                 "ask for a larger n or a smaller min_test")
+            pick[rng.choice(pool, need, replace=False)] = True
+            pick[rng.choice(out, need, replace=False)] = False
+    sub = df[pick]                                         # table order: a patient's follow-ups stay together
+    return [dict(image=r[0], labels=[l for l in NIH_LABELS if l in r[1].split("|")], visit=int(r[2]), patient_id=int(r[3]),
+                 age=int(r[4]), sex=r[5], view=r[6], boxes=r[7], split="test" if t else "train_val")
+            for r, t in zip(sub.itertuples(index=False), test[pick])]
+
+# %% ../nbs/02e_synthetic.ipynb #543f4ccd
+NIH_FINDING = {  # NIH label -> the drawn finding (its mask's name)
+    "Atelectasis": "atelectasis", "Cardiomegaly": "cardiomegaly", "Effusion": "pleural_effusion", "Infiltration": "infiltration",
+    "Mass": "lung_lesion", "Nodule": "nodule", "Pneumonia": "pneumonia", "Pneumothorax": "pneumothorax",
+    "Consolidation": "consolidation", "Edema": "edema", "Emphysema": "emphysema", "Fibrosis": "fibrosis",
+    "Pleural_Thickening": "pleural_thickening", "Hernia": "hernia"}
+
+
+def make_nih_real_study(seed: int, index: int, row: dict, size: int = 256) -> dict:
+    "One NIH study from a real table row (`nih_table_rows`): one film drawing its labels, at the real box where there is one."
+    pt = {**sample_patient(np.random.default_rng([seed, row["patient_id"], 1])), "female": row["sex"] == "F"}  # per patient
+    view = sample_view(np.random.default_rng([seed, index, 3, 0]), size, row["view"] == "AP")
+    srng, findings = np.random.default_rng([seed, index, 2]), {}
+    for lab in row["labels"]:
+        f, box = FINDING_SAMPLERS[NIH_FINDING[lab]](srng, pt), row["boxes"].get(lab)
+        if lab == "Mass":
+            f.update(kind="mass", radius=float(srng.uniform(0.04, 0.065)))
+        if box and lab == "Cardiomegaly":                  # box width / thoracic width on the film
+            f["ctr"] = float(np.clip(box[2] / 1024 / (2 * pt["W"] * view["scale"]), 0.45, 0.75))
+        elif box:
+            f["box"] = box
+        findings[NIH_FINDING[lab]] = f
+    drawn = set(findings) | ({"lung_lesion"} if "nodule" in findings else set())
+    labels = {c: 1.0 if FINDING_OF_LABEL.get(c) in drawn else float("nan") for c in CHEXPERT_LABELS}
+    labels["No Finding"] = float("nan") if drawn - {"support_devices"} else 1.0
+    return dict(index=index, patient=row["patient_id"] - 1, visit=row["visit"], age=row["age"], sex=row["sex"], pt=pt,
+                findings=findings, views=[view], view_position=row["view"], findings_text="", impression="",
+                labels=labels, mesh=[], nih=row["labels"], image=row["image"], patient_id=row["patient_id"], split=row["split"])
+
 # %% ../nbs/02e_synthetic.ipynb #054c4e5c
 _WFLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
@@ -164,6 +245,8 @@ def _ids(layout, seed, st):
     if layout == "covctr":  # COVID-CT's folders: the label is the folder
         name = f"CTR_{i + 1:04d}.png"
         return dict(id=name, images=[f"{'CT_COVID' if ct_covid(seed, i) else 'CT_NonCOVID'}/{name}"])
+    if st.get("image"):  # a real NIH row keeps its image and patient
+        return dict(id=st["image"], patient_id=st["patient_id"], images=[f"images/{st['image']}"])
     name = f"{p + 1:08d}_{k:03d}.png"
     return dict(id=name, patient_id=p + 1, images=[f"images/{name}"])
 
@@ -234,8 +317,8 @@ def _write_one(args) -> dict:
     out, layout, seed, size, i, p, k, kw = args
     if layout == "covctr":
         return _write_ct(out, seed, size, i)
-    if "real" in kw:  # an IU X-Ray study from its real report
-        st = make_real_study(seed, i, kw["real"], size)
+    if "real" in kw:  # an IU X-Ray study from its real report, or an NIH study from a real table row
+        st = (make_real_study if layout == "iu" else make_nih_real_study)(seed, i, kw["real"], size)
     else:
         st = make_study(seed, i, p, k, size, n_views=2 if layout == "iu" else 1, **kw)
     ids = _ids(layout, seed, st)
@@ -275,11 +358,11 @@ LAYOUT_FILES = {"mimic": [MIMIC_FILES["chexpert"], MIMIC_FILES["split"], MIMIC_F
                 "iu": ["annotation.json"], "nih": [NIH_ENTRY, "train_val_list.txt", "test_list.txt"], "covctr": [COVCTR_REPORTS]}
 
 # %% ../nbs/02e_synthetic.ipynb #e3d12326
-def _planned(layout, seed, studies, uids=None) -> list[str]:
-    "Every file (relative path) that make_dataset writes for `studies` (`uids`: of real IU X-Ray reports)."
+def _planned(layout, seed, studies, keys=None) -> list[str]:
+    "Every file (relative path) that make_dataset writes for `studies` (`keys`: what names a real study's files, per study)."
     rels = []
     for i, (p, k) in studies:
-        ids = _ids(layout, seed, dict(index=i, patient=p, visit=k, uid=uids[i] if uids else None))
+        ids = _ids(layout, seed, dict(index=i, patient=p, visit=k, **(keys[i] if keys else {})))
         rels += [x for r in ids["images"] for x in (r, mask_path(r).as_posix())] + ([ids["report"]] if layout == "mimic" else [])
     return rels + LAYOUT_FILES[layout] + ["ground_truth.jsonl", "ground_truth.csv", MANIFEST]
 
@@ -317,7 +400,7 @@ def make_dataset(out_dir, n: int, seed: int = 0, layout: str = "mimic", size: in
                  p_normal: float = 0.3, p_uncertain: float = 0.2,
                  report_section: str = "findings",  # IU X-Ray report and ground truth: or "findings_impression"
                  overwrite: bool = False,  # replace the files of a synthetic data set already in out_dir
-                 reports: str = "template",  # IU X-Ray: "real" takes the real OpenI reports (torchxrayvision's copy)
+                 reports: str = "template",  # "real": IU X-Ray from the real OpenI reports, NIH from the real label table (torchxrayvision's copies)
                  ) -> Path:
     "Write `n` synthetic studies in the on-disk layout of a real data set; returns the data set root."
     if layout not in LAYOUTS:
@@ -325,21 +408,21 @@ def make_dataset(out_dir, n: int, seed: int = 0, layout: str = "mimic", size: in
     if n < 1 or size < 64:
         raise ValueError(f"n={n}, size={size}: need n >= 1 and size >= 64 (use 224 or more for the paper's models)")
     report_sections(report_section)  # a clear error for an unknown value, before anything is written
-    if reports not in ("template", "real") or reports == "real" and layout != "iu":
-        raise ValueError(f"reports={reports!r} with layout={layout!r}: use 'template', or 'real' with layout='iu'")
+    if reports not in ("template", "real") or reports == "real" and layout not in ("iu", "nih"):
+        raise ValueError(f"reports={reports!r} with layout={layout!r}: use 'template', or 'real' with layout 'iu' or 'nih'")
     out = Path(out_dir)
     kw = dict(p_normal=p_normal, p_uncertain=p_uncertain)
     seed = study_seed(seed, layout)  # no study in two layouts: pre-training on one and testing on another stays fair
     studies = list(enumerate(patient_index(seed, n, layout in ("mimic", "nih"))))
-    real = openi_studies(n) if reports == "real" else None
-    uids = [r["uid"] for r in real] if real else None
+    real = None if reports != "real" else openi_studies(n) if layout == "iu" else nih_table_rows(n, seed)
+    keys = None if not real else [dict(uid=r["uid"]) if layout == "iu" else dict(image=r["image"], patient_id=r["patient_id"]) for r in real]
     record = dict(written_by="clinical_bert.synthetic.make_dataset", version=SYNTH_VERSION, layout=layout, n=n,
                   study_seed=seed, size=size, report_section=report_section)
-    _claim(out, _planned(layout, seed, studies, uids), overwrite, {**record, "reports": "real"} if real else record)
+    _claim(out, _planned(layout, seed, studies, keys), overwrite, {**record, "reports": "real"} if real else record)
     jobs = [(out, layout, seed, size, i, p, k, dict(real=real[i]) if real else kw) for i, (p, k) in studies]
     # every folder once, here, before any worker starts (the report of a MIMIC study lies in its image folder's parent)
     _make_dirs(out, (r for i, (p, k) in studies
-                     for r in _ids(layout, seed, dict(index=i, patient=p, visit=k, uid=uids[i] if uids else None))["images"]))
+                     for r in _ids(layout, seed, dict(index=i, patient=p, visit=k, **(keys[i] if keys else {})))["images"]))
     if workers > 1:
         with ProcessPoolExecutor(workers) as ex:
             rows = list(ex.map(_write_one, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
@@ -432,7 +515,7 @@ def main(argv=None) -> int:
     ap.add_argument("--report-section", choices=REPORT_SECTIONS, default="findings",
                     help="IU X-Ray report: the FINDINGS section (R2Gen's protocol) or findings + impression")
     ap.add_argument("--reports", choices=("template", "real"), default="template",
-                    help="IU X-Ray: templated reports, or the real OpenI reports with films drawn from what they state")
+                    help="templated reports, or the real data: IU X-Ray's OpenI reports, NIH's label table and boxes, films drawn from what they state")
     ap.add_argument("--overwrite", action="store_true",
                     help="replace a synthetic data set in OUT_DIR (files that synth did not write are never touched)")
     a = ap.parse_args(argv)
