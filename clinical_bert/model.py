@@ -28,9 +28,9 @@ from .text import CLS_ID, FIRST_WORD_ID, PAD_ID, SEP_ID
 
 # %% auto #0
 __all__ = ['TASKS', 'MODES', 'FINETUNE_VOCABS', 'IMM_WORDS', 'INPUT_NORMS', 'DENSENET121', 'ABLATIONS', 'ABLATION_LABELS',
-           'BACKBONE_ENV', 'ClinicalBertConfig', 'imagenet_weights_file', 'backbone_state_dict',
-           'load_backbone_weights', 'VisualExtractor', 'LMHead', 'CDHead', 'layout_ids', 'ClinicalBert',
-           'ClinicalBertOutput', 'imm_loss_rows', 'overfit', 'wordpiece_mean', 'count_parameters']
+           'CONFIG_GROUPS', 'BACKBONE_ENV', 'ClinicalBertConfig', 'config_table', 'imagenet_weights_file',
+           'backbone_state_dict', 'load_backbone_weights', 'VisualExtractor', 'LMHead', 'CDHead', 'layout_ids',
+           'ClinicalBert', 'ClinicalBertOutput', 'imm_loss_rows', 'overfit', 'wordpiece_mean', 'count_parameters']
 
 # %% ../nbs/05_model.ipynb #ad3ad9cb
 TASKS = ("s2s", "bi", "mmm", "cd", "imm")  # pre-training objectives (eq. 8)
@@ -261,6 +261,28 @@ class ClinicalBertConfig:
                           max_position_embeddings=self.max_position_embeddings, type_vocab_size=2,
                           initializer_range=self.initializer_range, layer_norm_eps=self.layer_norm_eps,
                           pad_token_id=PAD_ID, is_decoder=True, attn_implementation=self.attn_implementation)
+
+# %% ../nbs/05_model.ipynb #dfcbbd48
+CONFIG_GROUPS = {  # group -> the ClinicalBertConfig fields it holds (each field in exactly one group)
+    "architecture": ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "hidden_dropout", "attention_dropout", "max_position_embeddings", "max_text_len", "image_size",
+                     "n_views", "backbone_growth", "backbone_blocks", "backbone_init_features", "backbone_weights",
+                     "encoder_init", "input_norm", "n_labels", "rd_labels", "tie_word_embeddings", "word_init",
+                     "initializer_range", "layer_norm_eps", "attn_implementation"),
+    "objectives": ("tasks", "mlm_prob", "cd_on", "imm_regions", "rsa_sparsity", "imm_loss", "imm_words", "imm_k",
+                   "rho1", "rho2", "tau"),
+    "fine-tuning": ("rrg_mlm_prob", "rrg_mmm", "rrg_mlm_words", "rrg_cd", "finetune_vocab"),
+    "phase": ("name", "mode"),
+}
+
+
+def config_table(presets=("paper", "small", "tiny")) -> str:
+    "Markdown table of every ClinicalBertConfig switch by group, with its value in each preset (the paper's first)."
+    cfgs = [ClinicalBertConfig.preset(p) for p in presets]
+    rows = ["| group | switch | " + " | ".join(presets) + " |", "|---|---|" + "---|" * len(presets)]
+    for group, names in CONFIG_GROUPS.items():
+        rows += [f"| {group} | `{n}` | " + " | ".join(f"`{getattr(c, n)!r}`" for c in cfgs) + " |" for n in names]
+    return "\n".join(rows)
 
 # %% ../nbs/05_model.ipynb #1a3a2f07
 _OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
