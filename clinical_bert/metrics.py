@@ -435,7 +435,7 @@ def _paired(pa, ra, pb, rb, level, alpha) -> dict:
     below = float(np.mean(d < 0) + 0.5 * np.mean(d == 0))  # one-sided p of "a > b" (ties count half)
     p = min(1.0, 2 * min(below, 1 - below))  # two-sided
     lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
-    delta = float(pa - pb)
+    delta = float(pa - pb) if abs(pa - pb) >= TIE else 0.0
     return {"delta": delta, "lo": float(lo), "hi": float(hi), "p": p, "verdict": _verdict(delta, p, alpha, len(d))}
 
 

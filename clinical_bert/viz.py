@@ -530,7 +530,7 @@ def forest_plot(claims: pd.DataFrame,  # `Experiment.claims`: columns claim, met
     axes[0][0].set_yticks(range(len(names)), names, fontsize=8)
     axes[0][0].invert_yaxis()
     fig.supxlabel("difference (filled: p < 0.05)", fontsize=8)
-    if title: fig.suptitle(title, fontsize=9)
+    if title: fig.suptitle(title, fontsize=9, y=1.02)  # above the panel titles
     return save_figure(fig, path)
 
 # %% ../nbs/09b_viz.ipynb #88109ac5
