@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from clinical_bert.data import NIH_LABELS as AUC_NAMES  # Table 3: one row per NIH pathology
 from clinical_bert.pipeline import Experiment, paper_numbers
 from clinical_bert.reproduce import RunSpec, exp_name, experiment_notebooks, run_notebook
 from clinical_bert.train import RUN_SIZES
@@ -62,33 +63,67 @@ def _nlg_ok(s: dict) -> bool:
     return all(_unit(s[k], 10.0 if k == "CIDEr" else 1.0) for k in NLG)
 
 
+def _claims_ok(claims: list, n_claims: int, keys) -> bool:
+    "Each claim on each key once, its p in [0, 1], its interval ordered around the difference, a verdict by the rule."
+    got = {(c["claim"], c["metric"]) for c in claims}
+    defined = [c for c in claims if c["verdict"] != "undefined"]  # an AUC with one class in the test films has none
+    return (len(got) == len(claims) == n_claims * len(keys) and {c["metric"] for c in claims} == set(keys)
+            and all(c["p"] is None for c in claims if c not in defined) and len(defined) >= n_claims
+            and all(0 <= c["p"] <= 1 and c["lo"] <= c["hi"] and c["lo"] - 1e-9 <= c["delta"] <= c["hi"] + 1e-9
+                    and c["verdict"].startswith(("higher" if c["delta"] > 0 else "lower", "not distinguishable"))
+                    and c["verdict"].startswith("not") == (c["p"] >= 0.05) for c in defined))
+
+
+def _intervals_ok(intervals: dict, scores: dict) -> bool:
+    "Every interval ordered and containing the row's score (the intervals are seed 0's, the scores too)."
+    return bool(intervals) and all(
+        lo <= hi and lo - 1e-9 <= scores[row][k] <= hi + 1e-9 and math.isclose(p, scores[row][k], abs_tol=1e-9)
+        for row, ci in intervals.items() for k, (p, lo, hi) in ci.items()
+        if k in scores[row] and scores[row][k] is not None and lo is not None)
+
+
 CHECKS = {
     "pretrain": lambda m: set(m["variants"]) == set(VARIANTS)
     and all(0 < m["variants"][v]["valid loss (best)"] < 100 for v in VARIANTS),
     "table1_rrg": lambda m: set(m["iu"]) == {"Clinical-BERT", "no pre-training", "most common report"}
     and all(_nlg_ok(s) and all(s[k] is not None and _unit(s[k]) for k in CE) for s in m["iu"].values())
-    and "covctr" not in m,
-    "table2_mimic": lambda m: all(_nlg_ok(s) and _unit(s["ce_micro_f1"]) and _unit(s["ce_macro_f1"]) for s in m.values()
-                                  if isinstance(s, dict) and "BLEU_4" in s) and "most common report" in m,
+    and ("covctr" in m) == ("covctr" in RUN_SIZES["tiny"]["n_samples"])  # COV-CTR once the budget sizes its layout
+    and ("covctr" not in m or _claims_ok(m["claims"]["covctr"], 1, [k for k in NLG if k != "METEOR"]))
+    and _claims_ok(m["claims"]["iu"], 1, [k for k in NLG + CE if k != "METEOR"])
+    and _intervals_ok(m["intervals"]["iu"], m["iu"]),
+    "table2_mimic": lambda m: all(_nlg_ok(m[k]) and _unit(m[k]["ce_micro_f1"]) and _unit(m[k]["ce_macro_f1"])
+                                  for k in ("Clinical-BERT", "no pre-training", "most common report"))
+    and _claims_ok(m["claims"], 1, [k for k in NLG if k != "METEOR"] + CE + ["ce_macro_precision", "ce_macro_recall",
+                                                                            "ce_macro_f1"])
+    and _intervals_ok(m["intervals"], m),
     "table3_rd": lambda m: all(_unit(m[k]["auc_mean"]) and len([x for x in m[k] if x.startswith("auc/")]) == 14
-                               for k in ("Clinical-BERT", "Clinical-BERT, after MIMIC-CXR RRG", "no pre-training")),
-    "table4_ablation": lambda m: all(_nlg_ok(m[v]) and _unit(m[v]["ce_micro_f1"]) for v in VARIANTS),
-    "table5_k": lambda m: m["n_regions"] == 4 and len(m["k"]) >= 2 and all(_nlg_ok(s) for s in m["k"].values()),
+                               for k in ("Clinical-BERT", "Clinical-BERT, after MIMIC-CXR RRG", "no pre-training"))
+    and _claims_ok(m["claims"], 2, [f"auc/{x}" for x in AUC_NAMES] + ["auc_mean"])
+    and _intervals_ok({k: {f"auc/{x}" if x != "auc_mean" else x: c for x, c in v.items()} for k, v in m["intervals"].items()}, m),
+    "table4_ablation": lambda m: all(_nlg_ok(s[v]) and _unit(s[v]["ce_micro_f1"]) for s in (m, m["mimic"]) for v in VARIANTS)
+    and all(_claims_ok(m["claims"][d], 4, [k for k in NLG if k != "METEOR"] + ["ce_micro_f1"]) for d in ("iu", "mimic")),
+    "table5_k": lambda m: m["n_regions"] == 4 and len(m["k"]) >= 2 and all(_nlg_ok(s) for s in [*m["k"].values(), m["dense"]])
+    and _claims_ok(m["claims"], len(m["k"]), [k for k in NLG if k != "METEOR"]),
     "fig5_reports": lambda m: m["n_examples"] >= 1 and (
         m["mesh_hit_rate"] is None if m["mesh_hit"] + m["mesh_miss"] == 0
         else math.isclose(m["mesh_hit_rate"], m["mesh_hit"] / (m["mesh_hit"] + m["mesh_miss"]))),
     "fig6_attention": lambda m: m["n_studies"] >= 1 and all(_unit(v) for r in m["scores"].values() for v in r.values()),
     "fig7_lengths": lambda m: {"reference", "Baseline", "+CD+MMM+IMM"} <= set(m)
+    and all(m[k]["W1 lo"] <= m[k]["distance to reference (W1)"] <= m[k]["W1 hi"] for k in ABLATION)
+    and 0 <= m["_claim"]["p"] <= 1 and m["_claim"]["lo"] <= m["_claim"]["delta"] <= m["_claim"]["hi"]
     and m["reference"]["mean words"] > 0  # generated reports are at most the decoding length (tiny: 20 words)
     and all(m[k]["mean words"] <= RUN_SIZES["tiny"]["max_len"] for k in m if not k.startswith("_") and k != "reference"),
     "gradcam": lambda m: m["n_films"] >= 1 and len(m["scores"]) >= 1  # the synthetic films draw the findings' masks
     and all(_unit(v) for r in m.get("scores", {}).values() for v in r.values()),
 }
-FIGURES = {"pretrain": ["loss_curves.png", "losses.md"], "table1_rrg": ["table1_iu.md", "table1_iu.csv"],
-           "table2_mimic": ["table2_mimic.md", "ce_per_observation.md"], "table3_rd": ["table3_nih_auc.md"],
-           "table4_ablation": ["table4_ablation.md"], "table5_k": ["table5_k.md"],
+FIGURES = {"pretrain": ["loss_curves.png", "losses.md"],
+           "table1_rrg": ["table1_iu.md", "table1_iu.csv", "table1_iu_claims.csv"],
+           "table2_mimic": ["table2_mimic.md", "table2_mimic_claims.csv", "ce_per_observation.md"],
+           "table3_rd": ["table3_nih_auc.md", "table3_nih_auc_claims.csv", "table3_auc.png"],
+           "table4_ablation": ["table4_ablation.md", "table4_ablation_mimic.md", "table4_gains_iu.png", "table4_gains_mimic.png"],
+           "table5_k": ["table5_k.md", "table5_k_claims.csv"],
            "fig5_reports": ["fig5_reports.html", "fig5_reports.png"], "fig6_attention": ["fig6_scores.md"],
-           "fig7_lengths": ["fig7_lengths.png", "fig7_lengths.md"], "gradcam": []}
+           "fig7_lengths": ["fig7_lengths.png", "fig7_lengths.md"], "gradcam": ["gradcam.png", "gradcam_scores.md"]}
 # Paper columns each table must have, filled (no n/a) in the rows named, or in every row (None).
 PAPER_COLUMNS = {
     "table1_rrg": ("table1_iu.csv", {"paper: Clinical-BERT": NLG[:4] + ["ROUGE_L", "CIDEr"] + CE,
@@ -97,7 +132,8 @@ PAPER_COLUMNS = {
                                           "paper: CMN": NLG[:6] + CE}),
     "table3_rd": ("table3_nih_auc.csv", {"paper: Clinical-BERT": None, "paper: DME": None}),
     "table4_ablation": ("table4_ablation.csv", {f"paper (IU X-Ray): {k}": None for k in NLG}),
-    "table5_k": ("table5_k.csv", {f"paper (MIMIC-CXR): {k}": None for k in ("BLEU_1", "BLEU_2", "METEOR", "ROUGE_L")}),
+    "table5_k": ("table5_k.csv", {f"paper (MIMIC-CXR): {k}": ["K=1 (25%)", "K=2 (50%)"]  # tiny: 4 regions; no sparsity: n/a
+                                  for k in ("BLEU_1", "BLEU_2", "METEOR", "ROUGE_L")}),
 }
 
 
@@ -153,3 +189,18 @@ def test_experiment_notebook(nb, spec):
     if name == "table2_mimic":  # decoded at the data set's length (tiny: capped at its max_len)
         meta = json.loads((Path(spec.runs_dir) / name / "clinical_bert" / "metrics.json").read_text())
         assert meta["max_len"] == min(100, RUN_SIZES["tiny"]["max_len"]), meta["max_len"]
+
+
+def test_two_seeds_give_mean_and_sd(spec):
+    "`reproduce --seeds 0 1` on one notebook: seed 1 trains its own models on seed 0's data; cells read mean ± sd."
+    nb = next(nb for nb in NOTEBOOKS if exp_name(nb) == "table2_mimic")
+    two = RunSpec(preset="tiny", seed=0, seeds=[0, 1], runs_dir=spec.runs_dir, figures_dir=spec.figures_dir)
+    run_notebook(nb, two)
+    md = (Path(spec.figures_dir) / "table2_mimic" / "table2_mimic.md").read_text()
+    assert "seeds 0, 1: mean ± sd over seeds" in md and " ± " in md.split("| BLEU_4 |")[1].splitlines()[0], md[:800]
+    df = pd.read_csv(Path(spec.figures_dir) / "table2_mimic" / "table2_mimic.csv", index_col=0)
+    sd = df["Clinical-BERT sd"].drop("METEOR")
+    assert sd.notna().all() and (sd >= 0).all() and (df["most common report sd"].fillna(0) == 0).all(), df.filter(like=" sd")
+    models = Path(spec.runs_dir) / "models"
+    assert [p.name.split("-synthetic")[0] for p in sorted(models.glob("tiny-seed1-data0-*"))] == ["tiny-seed1-data0"]
+    assert (Path(spec.runs_dir) / "table2_mimic" / "seed1" / "clinical_bert" / "reports.csv").is_file()

@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 
-from clinical_bert import metrics
+from clinical_bert import labeler, metrics
 
 REFS = ["The heart is normal in size. The lungs are clear.",
         "There is a small left pleural effusion. No pneumothorax.",
@@ -102,8 +102,6 @@ def test_meteor_process_closed_at_exit():
 
 
 def test_ce_scores_through_the_labeler():
-    # runs once clinical_bert.labeler (nbs/01a_labeler) exists; skipped, and listed by -ra, until then
-    labeler = pytest.importorskip("clinical_bert.labeler")
     texts = ["There is a small left pleural effusion. No pneumothorax.",
              "The heart is enlarged. There is mild pulmonary edema.",
              "No acute cardiopulmonary abnormality. The lungs are clear."]
