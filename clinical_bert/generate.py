@@ -86,7 +86,7 @@ class FullStep:
         ids = torch.cat([words, words.new_full((N, 1), MASK_ID)], 1)
         x = torch.cat([self.src, self.model.word_embeddings(ids)], 1)  # (N, S + t + 1, hidden)
         pos, seg = self.model.layout(self.R, 0, x.shape[1], N, x.device)
-        mask = attention_mask(self.S, t + 1, self.kind).to(x.device).expand(N, 1, -1, -1)
+        mask = attention_mask(self.S, t + 1, self.kind, x.device).expand(N, 1, -1, -1)
         return self.model.encoder_step(x, pos, seg, mask)[0][:, -1]
 
     def select(self, rows: torch.Tensor) -> None:

@@ -28,14 +28,15 @@ RRG_PROBS = (0.75, 0.0, 0.25)  # s2s : bi : MMM in report-generation fine-tuning
 def attention_mask(n_source: int,  # positions of [CLS] v_1..v_R [SEP]
                    n_text: int,  # text positions (words, final [SEP], padding)
                    kind: str = "s2s",  # "s2s" (left-to-right text) or "bi" (bidirectional)
+                   device=None,  # built where it is used: no host-to-device copy per forward
                    ) -> torch.Tensor:
     "(T, T) bool mask, T = n_source + n_text, True where row (query) may attend column (key)."
     if kind not in ("s2s", "bi"):
         raise ValueError(f"attention_mask: kind={kind!r}; use 's2s' or 'bi'")
     T = n_source + n_text
     if kind == "bi":
-        return torch.ones(T, T, dtype=torch.bool)
-    m = torch.ones(T, T, dtype=torch.bool).tril()  # text rows: up to themselves
+        return torch.ones(T, T, dtype=torch.bool, device=device)
+    m = torch.ones(T, T, dtype=torch.bool, device=device).tril()  # text rows: up to themselves
     m[:, :n_source] = True  # every row sees the whole source
     m[:n_source, n_source:] = False  # source rows never see the text
     return m
@@ -47,7 +48,7 @@ def batch_attention_mask(task: torch.Tensor,  # (B,) task ids; BI -> bidirection
                          ) -> torch.Tensor:
     "(B, 1, T, T) bool mask for a batch, T = n_source + n_text."
     n_text = text_valid.shape[1]
-    s2s = attention_mask(n_source, n_text, "s2s").to(text_valid.device)
+    s2s = attention_mask(n_source, n_text, "s2s", text_valid.device)
     key_ok = torch.cat([text_valid.new_ones(text_valid.shape[0], n_source), text_valid], 1)  # (B, T)
     bi = (task == BI).view(-1, 1, 1)
     m = (s2s | bi) & key_ok[:, None, :]  # (B, T, T)
