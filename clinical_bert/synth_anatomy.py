@@ -239,7 +239,7 @@ def _sample_nodule(rng, pt):
 def _sample_fibrosis(rng, pt):
     "Fibrosis: a reticular (net-like) pattern in both lungs, densest at the bases; `extent` is how far above the domes it reaches."
     s = _sev3(rng)
-    lo, hi = {"mild": (0.12, 0.18), "moderate": (0.18, 0.26), "severe": (0.26, 0.36)}[s]
+    lo, hi = {"mild": (0.08, 0.13), "moderate": (0.13, 0.19), "severe": (0.19, 0.26)}[s]
     return dict(severity=s, extent=float(rng.uniform(lo, hi)), period=float(rng.uniform(0.024, 0.034)),
                 phase=float(rng.uniform(0, 6.28)))
 

@@ -125,7 +125,7 @@ def read_nih_table(folder=None):
 
 # %% ../nbs/02e_synthetic.ipynb #4635e08d
 def nih_table_rows(n: int, seed: int = 0, min_test: int | None = None, table=None) -> list[dict]:
-    "`n` whole rows of the real NIH table (`table`: `read_nih_table()`), split by patient 8:2; every label has >= `min_test` test and >= 2 `min_test` train_val positives."
+    "`n` whole rows of the real NIH table (`table`: `read_nih_table()`), split by patient 8:2; every label has >= `min_test` test and >= 2 `min_test` train_val positives (or all the table has)."
     df = read_nih_table() if table is None else table
     if not 1 <= n <= len(df):
         raise ValueError(f"n={n}: the real NIH table has {len(df)} rows; ask for 1 to {len(df)}")
@@ -138,11 +138,11 @@ def nih_table_rows(n: int, seed: int = 0, min_test: int | None = None, table=Non
     normal = ~Y.any(1)
     for j in np.argsort(Y.sum(0), kind="stable"):          # the rarest label first
         for side, want in ((test, min_test), (~test, 2 * min_test)):
-            need = want - int((Y[:, j] & pick & side).sum())
+            pool, out = np.flatnonzero(Y[:, j] & ~pick & side), np.flatnonzero(pick & normal & side)
+            need = min(want - int((Y[:, j] & pick & side).sum()), len(pool))   # the table's all, if it has fewer
             if need <= 0:
                 continue
-            pool, out = np.flatnonzero(Y[:, j] & ~pick & side), np.flatnonzero(pick & normal & side)
-            if min(len(pool), len(out)) < need:
+            if len(out) < need:
                 raise ValueError(f"n={n}: too few 'No Finding' rows to give {NIH_LABELS[j]} {want} positives in a split; "
                                  "ask for a larger n or a smaller min_test")
             pick[rng.choice(pool, need, replace=False)] = True

@@ -184,5 +184,89 @@ def test_iu_layout_from_real_reports(tmp_path, capsys):
         assert r["mesh"] == list(proto.loc[r["id"], "mesh_major"])
     ds = _data().AnnotationDataset(root / "annotation.json", root / "images", "train", tagger=False, size=56, n_views=2)
     assert len(ds) == sum(it["split"] == "train" for it in items) and ds[0]["image"].shape[0] == 2
-    assert main([str(tmp_path / "n"), "--n", "2", "--layout", "nih", "--reports", "real"]) == 2
-    assert "layout='iu'" in capsys.readouterr().err
+    assert main([str(tmp_path / "n"), "--n", "2", "--layout", "mimic", "--reports", "real"]) == 2
+    assert "layout 'iu' or 'nih'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,side", [("Small left pleural effusion.", "left"), ("Large right pleural effusion.", "right"),
+                                       ("Small right apical pneumothorax.", "right"), ("There is a left pneumothorax.", "left")])
+def test_iu_real_report_side_is_drawn_on_that_side(text, side):
+    from clinical_bert.synth_render import render
+    from clinical_bert.synthetic import make_real_study
+    name = "pneumothorax" if "pneumothorax" in text else "pleural_effusion"
+    for i in range(3):
+        st = make_real_study(0, i, dict(uid=f"CXR{i}", findings=text, impression="", mesh=[], split="test"), 96)
+        assert st["findings"][name]["side"] == side
+        m = render(st["pt"], st["findings"], st["views"][0])[1][name]
+        half = slice(48, 96) if side == "left" else slice(0, 48)   # the patient's left is the image's right
+        assert m.any() and m[:, half].sum() > 0.9 * m.sum()
+
+
+# --- NIH ChestX-ray14 from the real label table (torchxrayvision's Data_Entry_2017_v2020 and BBox_List_2017)
+@pytest.fixture(scope="module")
+def nih_table():
+    from clinical_bert.synthetic import read_nih_table
+    return read_nih_table()
+
+
+def _nih_y(labels_lists):
+    from clinical_bert.data import NIH_LABELS
+    return np.array([[lab in ls for lab in NIH_LABELS] for ls in labels_lists])
+
+
+def test_nih_real_rows_keep_the_tables_label_cooccurrence(nih_table):
+    from clinical_bert.synthetic import nih_table_rows
+    rows = nih_table_rows(3000, 5, table=nih_table)
+    Y, Yt = _nih_y([r["labels"] for r in rows]), _nih_y(nih_table["Finding Labels"].str.split("|"))
+    common = Yt.mean(0) > 0.03
+    assert np.abs(Y.mean(0) - Yt.mean(0))[common].max() < 0.015      # common labels keep their prevalence
+    C, Ct = Y.T.astype(float) @ Y, Yt.T.astype(float) @ Yt
+    top = sorted(((Ct[i, j], i, j) for i in range(14) for j in range(i + 1, 14)), reverse=True)[:6]
+    for _, i, j in top:  # P(B | A) and P(A | B) of the six most common pairs
+        assert abs(C[i, j] / C[i, i] - Ct[i, j] / Ct[i, i]) < 0.06 and abs(C[i, j] / C[j, j] - Ct[i, j] / Ct[j, j]) < 0.06
+    te = np.array([r["split"] == "test" for r in rows])
+    assert Y[te].sum(0).min() >= 15 and Y[~te].sum(0).min() >= 30   # n // 200 test positives for every label, Hernia too
+    assert 0.15 < te.mean() < 0.25
+
+
+def test_nih_real_layout_splits_by_patient_with_every_label_in_test(tmp_path):
+    from clinical_bert.data import NIH_LABELS, NihChestXrayDataset
+    root = make_dataset(tmp_path / "nih", 240, seed=1, layout="nih", size=64, reports="real")
+    entry = pd.read_csv(root / "Data_Entry_2017.csv")
+    test = set((root / "test_list.txt").read_text().split())
+    tv = set((root / "train_val_list.txt").read_text().split())
+    assert len(test) + len(tv) == 240 and not test & tv
+    split_of = entry.groupby("Patient ID")["Image Index"].apply(lambda s: {x in test for x in s})
+    assert all(len(v) == 1 for v in split_of)                        # no patient in two splits
+    assert entry["Image Index"].str.fullmatch(r"\d{8}_\d{3}\.png").all()  # the real image names
+    assert len(NihChestXrayDataset(root, "test")) == len(test)        # the loader reads the layout
+    y = _nih_y(entry.set_index("Image Index").loc[sorted(test), "Finding Labels"].str.split("|"))
+    assert y.sum(0).min() >= 1, dict(zip(NIH_LABELS, y.sum(0)))      # every Table 3 row has test positives
+    gt = [json.loads(line) for line in (root / "ground_truth.jsonl").read_text().splitlines()]
+    for r in gt:  # masks are the drawn findings; Fibrosis and Hernia have theirs
+        m = load_masks(root / r["images"][0])
+        assert sorted(m) == sorted(r["findings"])
+        if "fibrosis" in m:
+            assert np.nonzero(m["fibrosis"])[0].mean() > 30 and m["fibrosis"].sum() > 30   # at the bases (lungs: rows ~11-47)
+        if "hernia" in m:
+            ys, xs = np.nonzero(m["hernia"])
+            assert len(ys) > 10 and ys.mean() > 28 and 24 < xs.mean() < 44  # retrocardiac, just left of the midline
+    assert sum("fibrosis" in r["findings"] for r in gt) >= 3 and sum("hernia" in r["findings"] for r in gt) >= 3
+
+
+def test_nih_box_finding_is_drawn_inside_its_box(nih_table):
+    from clinical_bert.synth_render import render
+    from clinical_bert.synthetic import NIH_FINDING, make_nih_real_study
+    boxed = nih_table[nih_table["boxes"].map(len) > 0]
+    for k, r in enumerate(boxed.iloc[::97].itertuples(index=False)):
+        row = dict(image=r[0], labels=[x for x in r[1].split("|") if x != "No Finding"], visit=r[2], patient_id=r[3],
+                   age=r[4], sex=r[5], view=r[6], boxes=r[7], split="test")
+        st = make_nih_real_study(0, k, row, 128)
+        img, masks = render(st["pt"], st["findings"], st["views"][0])
+        for lab, (x, y, w, h) in r[7].items():
+            if lab == "Cardiomegaly":
+                continue  # the box sets the heart's width, not its place
+            ys, xs = np.nonzero(masks[NIH_FINDING[lab]])
+            s = 128 / 1024
+            assert len(ys) > 0 and xs.min() >= x * s - 1 and xs.max() <= (x + w) * s and ys.min() >= y * s - 1 and ys.max() <= (y + h) * s
+            assert len(ys) > 0.6 * np.pi / 4 * w * h * s * s                # and fills most of the box's ellipse
