@@ -359,15 +359,18 @@ def write_table(self: Experiment, df: pd.DataFrame, name: str, caption: str,
                ) -> Path:
     "Write `df` as figures/<exp>/<name>.md (with a caption naming data, preset and seeds) and .csv."
     ci, sd = ci or {}, sd or {}
-    source = self.source if not seeds or len(seeds) < 2 else self.source.replace(
-        f"seed {self.seed}", f"seeds {', '.join(map(str, seeds))}: mean ± sd over seeds; intervals and claims of seed {self.seed}")
+    several = bool(seeds) and len(seeds) > 1  # cells: mean ± sd; seed 0's intervals stay in the CSV (they bracket its score)
+    source = self.source if not several else self.source.replace(
+        f"seed {self.seed}", f"seeds {', '.join(map(str, seeds))}: mean ± sd over seeds; claims, and the CSV's intervals, "
+        f"of seed {self.seed}")
+    shown = {} if several else ci
     md = [f"**{caption}** ({source}).", ""]
     cols = [str(c) for c in df.columns]
     md += ["| " + " | ".join([df.index.name or ""] + cols) + " |", "|" + "---|" * (len(cols) + 1)]
-    md += ["| " + " | ".join([str(i)] + [_cell(v, k, ci.get(k, {}).get(i), sd.get(k, {}).get(i))
+    md += ["| " + " | ".join([str(i)] + [_cell(v, k, shown.get(k, {}).get(i), sd.get(k, {}).get(i))
                                          for k, v in zip(cols, row)]) + " |"
            for i, row in zip(df.index, df.to_numpy(object))]
-    if ci:
+    if shown:
         meteor = "METEOR" in cols or "METEOR" in map(str, df.index)
         md += ["", "[lo, hi]: 95 % percentile bootstrap interval over the test studies (1,000 resamples, seed 0"
                + ("; METEOR has none, its corpus score is not a sum over reports)." if meteor else ").")]

@@ -135,8 +135,8 @@ def test_bootstrap_vectorised_statistics():
     assert ci["ce_micro_f1"].point == pytest.approx(full["ce_micro_f1"], abs=1e-12)
     assert ci["ce_example_f1"].point == pytest.approx(full["ce_example_f1"], abs=1e-12)
     a = rng.random(300)
-    assert metrics.paired_bootstrap(a, a)["verdict"] == "not distinguishable"
-    assert metrics.paired_bootstrap(a + 0.05, a)["p"] < 0.05
+    assert metrics.paired_bootstrap(a, a)["verdict"] == "not distinguishable (p = 1)"
+    assert metrics.paired_bootstrap(a + 0.05, a)["verdict"] == "higher, p < 0.001"  # two-sided p, the tables' rule
     assert metrics.bootstrap_ci(a, seed=3) == metrics.bootstrap_ci(a, seed=3)
 
 
