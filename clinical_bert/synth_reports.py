@@ -11,7 +11,7 @@ import numpy as np
 
 from . import labeler
 from .data import NIH_LABELS
-from .labeler import label_reports
+from .labeler import label_report
 from .synth_anatomy import FINDING_SAMPLERS, PREVALENCE, SEV
 from .text import report_sections, split_sentences
 
@@ -388,18 +388,18 @@ def text_severity(sentence: str) -> int | None:
 _EMPHYSEMA = re.compile(r"\b(emphysema\w*|hyperinflat\w*|hyperexpan\w*|copd)\b", re.I)
 
 
-def report_mentions(text: str) -> dict[str, dict]:
-    "Drawn finding -> {'side', 'severity'} of what a real report states as positive; uncertain and negated findings are left out."
+def report_mentions(text: str, study: dict | None = None) -> dict[str, dict]:
+    "Drawn finding -> {'side', 'severity'} of what a real report states as positive; uncertain and negated findings are left out (`study`: `label_report(text)`, if the caller has it)."
     sents = [s for s in split_sentences(text) if s.strip()]
     if not sents:
         return {}
-    study = label_reports([text]).iloc[0]
-    per = label_reports(sents)
+    study = label_report(text) if study is None else study      # dicts, not DataFrames: a third of the layout's time
+    per = [label_report(s) for s in sents]
     out = {}
     for label, name in FINDING_OF_LABEL.items():
         if study[label] != 1:
             continue
-        said = [s for s, v in zip(sents, per[label]) if v == 1] or sents
+        said = [s for s, p in zip(sents, per) if p[label] == 1] or sents
         sides = [x for x in map(text_side, said) if x]
         sevs = [x for x in map(text_severity, said) if x is not None]
         out[name] = dict(side=sides[0] if sides else None, severity=max(sevs) if sevs else None)

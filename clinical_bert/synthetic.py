@@ -25,7 +25,7 @@ from .data import MIMIC_FILES, NIH_ENTRY_FILES, NIH_LABELS
 from .synth_anatomy import FINDING_SAMPLERS, PREVALENCE, sample_findings, sample_patient, sample_view
 from .synth_covctr import ct_covid, make_ct_study, render_ct
 from .synth_render import render
-from .labeler import label_reports
+from .labeler import label_report
 from .synth_reports import (CHEXPERT_LABELS, FINDING_OF_LABEL, findings_from_mentions, nih_findings_labels, report_mentions,
                                          study_report, write_mimic_report, write_report)
 from .text import REPORT_SECTIONS, iu_protocol_split, read_openi_reports, report_sections, seeded_split
@@ -93,10 +93,11 @@ def make_real_study(seed: int, index: int, real: dict, size: int = 256) -> dict:
     age, sex = int(prng.integers(20, 91)), ("F" if pt["female"] else "M")
     srng = np.random.default_rng([seed, index, 2])
     text = f"{real['findings']} {real['impression']}".strip()
-    findings = findings_from_mentions(srng, pt, report_mentions(text))
+    study = label_report(text)                         # labelled once: the labels and the mentions' sides read it
+    findings = findings_from_mentions(srng, pt, report_mentions(text, study))
     portable = "support_devices" in findings and srng.random() < 0.7
     views = [sample_view(np.random.default_rng([seed, index, 3, k]), size, portable) for k in range(2)]
-    labels = {k: float(v) for k, v in label_reports([text]).iloc[0][list(CHEXPERT_LABELS)].items()}
+    labels = {k: float(study[k]) for k in CHEXPERT_LABELS}
     return dict(index=index, patient=index, visit=0, age=age, sex=sex, pt=pt, findings=findings, views=views,
                 view_position="AP" if portable else "PA", findings_text=real["findings"], impression=real["impression"],
                 labels=labels, mesh=real["mesh"], nih=nih_findings_labels(findings), uid=real["uid"], split=real["split"])
