@@ -252,6 +252,14 @@ class ClinicalBertConfig:
                              "was this config written by a newer clinical_bert?")
         return cls(**{**d, **kw})
 
+    @classmethod
+    def from_json(cls, path,  # a config.json file, or a model folder holding one
+                  **kw) -> "ClinicalBertConfig":  # fields to change (e.g. mode="rrg")
+        "The config a `config.json` holds (as `save_pretrained` writes it): the one parser of that file."
+        path = Path(path)
+        f = path / "config.json" if path.is_dir() else path
+        return cls.from_dict(json.loads(f.read_text()), **kw)
+
     def bert_config(self) -> BertConfig:
         "transformers BertConfig of the encoder: is_decoder=True so that generation can use the key/value cache."
         return BertConfig(vocab_size=self.vocab_size, hidden_size=self.hidden_size,
@@ -652,7 +660,7 @@ def from_pretrained(cls: ClinicalBert, path, vocab=None,  # vocab: check that it
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
         raise FileNotFoundError(f"{path}: expected config.json and model.safetensors "
                                 "(written by ClinicalBert.save_pretrained)")
-    config = ClinicalBertConfig.from_dict(json.loads((path / "config.json").read_text()), **overrides)
+    config = ClinicalBertConfig.from_json(path / "config.json", **overrides)
     if vocab is not None and len(vocab) != config.vocab_size:
         raise ValueError(f"{path}: the checkpoint has vocab_size={config.vocab_size} but the vocabulary "
                          f"has {len(vocab)} words; use the vocabulary it was trained with (same training "

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,7 +44,7 @@ def read_config(path) -> ClinicalBertConfig:
     if not f.is_file():
         raise FileNotFoundError(f"{path}: no config.json; pass a model folder written by clinical-bert pretrain / "
                                 "finetune-rrg / finetune-rd (its best/ folder)")
-    return ClinicalBertConfig.from_dict(json.loads(f.read_text()))
+    return ClinicalBertConfig.from_json(f)
 
 # %% ../nbs/07b_model_dir.ipynb #96f004dd
 def as_vocab(vocab) -> Vocab | None:

@@ -274,7 +274,7 @@ def test_nih_missing_image_skipped(tmp_path):
 
 @pytest.mark.parametrize("layout", ["mimic", "iu", "nih"])
 def test_synthetic_layouts_read_back(tmp_path, layout):
-    synthetic = pytest.importorskip("clinical_bert.synthetic")
+    from clinical_bert import synthetic
     from clinical_bert.data import NIH_LABELS
 
     synthetic.make_dataset(tmp_path, n=40, seed=0, layout=layout, size=64)

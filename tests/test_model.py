@@ -166,9 +166,7 @@ def test_from_pretrained_keeps_ablation_config(tmp_path):
 
 
 def test_synthetic_studies_through_loader_collator_and_model(tmp_path):
-    data = pytest.importorskip("clinical_bert.data", reason="data module not importable yet")
-    synthetic = pytest.importorskip("clinical_bert.synthetic")
-    pytest.importorskip("clinical_bert.mesh")
+    from clinical_bert import data, synthetic
     from clinical_bert.masks import mesh_word_ids
     root = synthetic.make_dataset(tmp_path / "mimic", 24, seed=0, layout="mimic", size=64)
     ds = data.MimicCxrDataset(root, "train", size=64, min_count=1)
