@@ -20,9 +20,11 @@ import pandas as pd
 
 from .data import DATASET_SPECS, DataError, dataset_spec
 from .model import ABLATION_LABELS, ABLATIONS, ClinicalBertConfig
-from .synthetic import SYNTH_VERSION
-from .train import (decode_len, finetune_rd, finetune_rrg, load_splits, pretrain, recipe_key,
-                                 run_size, shipped_bert, train_config)
+from .model_dir import shipped_bert
+from .recipe import decode_len, recipe_key, run_size, train_config
+from .splits import load_splits
+from .synthetic import SYNTH_VERSION, json_safe
+from .train import finetune_rd, finetune_rrg, pretrain
 from .viz import set_stamp
 
 # %% auto #0
@@ -290,7 +292,7 @@ def rd_model(self: Experiment, init: str | None = FULL, tag: str | None = None) 
 # %% ../nbs/09c_pipeline.ipynb #ba436f64
 @patch
 def decode_len(self: Experiment, dataset: str) -> int:
-    "Words decoded on `dataset` (`train.decode_len`: the paper's length, capped for tiny and small)."
+    "Words decoded on `dataset` (`recipe.decode_len`: the paper's length, capped for tiny and small)."
     return decode_len(self.preset, dataset)
 
 
@@ -397,24 +399,12 @@ def write_table(self: Experiment, df: pd.DataFrame, name: str, caption: str,
     return path
 
 
-def _json_safe(x):
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return None if math.isnan(float(x)) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
 @patch
 def save_metrics(self: Experiment, metrics: dict) -> Path:
     "Merge `metrics` into runs/<exp>/metrics.json (NaN written as null) with the run's settings."
     path = self.run_dir / "metrics.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
-    old.update(_json_safe(metrics))
+    old.update(json_safe(metrics))
     old["_run"] = dict(preset=self.preset, seed=self.seed, data="synthetic" if self.data_dir is None else self.data_dir)
     path.write_text(json.dumps(old, indent=1, sort_keys=True))
     return path

@@ -170,7 +170,7 @@ def _parse_extra(items: list[str]) -> dict:
 def check_weights(preset: str) -> None:
     "Fail before any notebook runs when the preset's starting weights (ImageNet DenseNet121, BERT) are missing."
     from clinical_bert.model import ClinicalBertConfig, backbone_state_dict
-    from clinical_bert.train import check_bert, resolve_bert
+    from clinical_bert.model_dir import check_bert, resolve_bert
 
     cfg = ClinicalBertConfig.preset(preset)
     check_bert(resolve_bert("config", cfg))

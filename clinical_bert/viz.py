@@ -383,7 +383,7 @@ def input_mask(mask: np.ndarray,  # (H, W) bool mask on the original film
     return m[0].numpy() > 0.5
 
 # %% ../nbs/09b_viz.ipynb #0c29b2c9
-FINDING_OF_WORD = {  # MeSH word form -> synthetic findings (synthetic.render mask names) it describes
+FINDING_OF_WORD = {  # MeSH word form -> synthetic findings (synth_render.render mask names) it describes
     "cardiomegaly": ("cardiomegaly",), "heart": ("cardiomegaly",), "cardiac": ("cardiomegaly",),
     "enlarged": ("cardiomegaly", "enlarged_cardiomediastinum"), "enlargement": ("cardiomegaly",),
     "silhouette": ("cardiomegaly", "enlarged_cardiomediastinum"),

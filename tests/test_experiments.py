@@ -17,7 +17,7 @@ import pytest
 from clinical_bert.data import NIH_LABELS as AUC_NAMES  # Table 3: one row per NIH pathology
 from clinical_bert.pipeline import Experiment, paper_numbers
 from clinical_bert.reproduce import RunSpec, exp_name, experiment_notebooks, run_notebook
-from clinical_bert.train import RUN_SIZES
+from clinical_bert.recipe import RUN_SIZES
 
 NOTEBOOKS = experiment_notebooks()
 VARIANTS = ["baseline", "cd", "cd_mmm", "cd_mmm_imm_dense", "cd_mmm_imm"]
