@@ -379,11 +379,3 @@ def rrg_main(argv=None) -> int:
 def rd_main(argv=None) -> int:
     "`clinical-bert finetune-rd --init MODEL_DIR [--data DIR] [--dataset nih] [--out DIR] ...`"
     return _run("rd", argv)
-
-# %% ../nbs/07_train.ipynb #0e407ae1
-# moved; callers still import from here until they are updated
-from .model_dir import (as_vocab, bert_sizes, build_model, check_bert, check_vocab,  # noqa: F401
-                                     load_model, resolve_bert, save_model_dir, shipped_bert, to_data_vocab)
-from .recipe import (RUN_SIZES, STAGES, decode_len, num_threads, recipe_key, run_size,  # noqa: F401
-                                  split_batch, train_config)
-from .splits import DATASETS, load_splits, synthetic_benchmark  # noqa: F401
