@@ -448,8 +448,8 @@ class ClinicalBert(nn.Module):
     def encode_source(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         "Input embeddings of `[CLS] v_1..v_R [SEP]` (B, R + 2, hidden) and the projected regions f (B, R, hidden)."
         f = self.visual(images)
-        ids = torch.arange(2, device=f.device) * (self.SEP - self.CLS) + self.CLS  # [CLS], [SEP], made on the device
-        cls, sep = self.word_embeddings(ids)
+        w = self.word_embeddings.weight  # rows picked by Python ints: no id tensor to copy to the device
+        cls, sep = w[self.CLS], w[self.SEP]
         B = len(f)
         return torch.cat([cls.expand(B, 1, -1), f, sep.expand(B, 1, -1)], 1), f
 
