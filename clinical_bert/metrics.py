@@ -27,8 +27,8 @@ from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 __all__ = ['NLG_KEYS', 'NLG_UNAVAILABLE', 'BLEU_STATS', 'CE_AVERAGES', 'TIE', 'ptb_tokenize', 'meteor_scorer', 'close_meteor',
            'bleu_stats', 'bleu_from_stats', 'nlg_scores', 'nlg_samples', 'binarize_labels', 'ce_scores', 'auc_scores',
            'format_table', 'ce_stats', 'ce_from_stats', 'CI', 'resample_counts', 'bootstrap_ci', 'paired_bootstrap',
-           'ReportStats', 'report_stats', 'auc_replicates', 'auc_bootstrap', 'auc_ci', 'auc_paired', 'length_stats',
-           'w1_from_stats']
+           'nlg_from_stats', 'ReportStats', 'report_stats', 'auc_replicates', 'auc_bootstrap', 'auc_ci', 'auc_paired',
+           'length_stats', 'w1_from_stats']
 
 # %% ../nbs/09_metrics.ipynb #6ae43d50
 NLG_KEYS = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr")  # keys of `nlg_scores`
@@ -458,17 +458,23 @@ def paired_bootstrap(a,  # (N,) or (N, K) per-sample values / statistics of syst
     return _paired(pa, ra, pb, rb, level, alpha)
 
 # %% ../nbs/09_metrics.ipynb #4308ff5d
+def nlg_from_stats(s: np.ndarray,  # (..., len(BLEU_STATS) + 2) column sums of [bleu_stats, ROUGE_L, CIDEr]
+                   n: int,  # reports summed
+                  ) -> dict:
+    "BLEU-1..4, ROUGE-L and CIDEr from per-report statistics summed over n reports (one row per resample)."
+    k = len(BLEU_STATS)
+    b = bleu_from_stats(s[..., :k])
+    return {**{f"BLEU_{i + 1}": b[..., i] for i in range(4)}, "ROUGE_L": s[..., k] / n, "CIDEr": s[..., k + 1] / n}
+
+
 class ReportStats(NamedTuple):
     "Per-report statistics of NLG (without METEOR) and CE scores, and how their sums give the scores back."
     x: np.ndarray  # (N, K): bleu_stats, ROUGE_L, CIDEr, ce_stats
     names: list  # the CE observation names
     def statistic(self, s, n) -> dict:
         "Scores (`NLG_KEYS` but METEOR, `ce_*`) from column sums `s` (..., K) of `n` reports."
-        k = len(BLEU_STATS)
-        b = bleu_from_stats(s[..., :k])
-        out = {f"BLEU_{i + 1}": b[..., i] for i in range(4)}
-        out["ROUGE_L"], out["CIDEr"] = s[..., k] / n, s[..., k + 1] / n
-        return {**out, **ce_from_stats(s[..., k + 2:], n, self.names)}
+        k = len(BLEU_STATS) + 2
+        return {**nlg_from_stats(s[..., :k], n), **ce_from_stats(s[..., k:], n, self.names)}
     def for_key(self, key: str) -> Callable:
         "The statistic of one score (for `paired_bootstrap`)."
         return lambda s, n: self.statistic(s, n)[key]

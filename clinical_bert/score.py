@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from .labeler import CHEXPERT_LABELS, label_reports
-from .metrics import (NLG_KEYS, binarize_labels, bleu_from_stats, bootstrap_ci, ce_from_stats, ce_scores, ce_stats,
-                                   nlg_samples, nlg_scores)
+from .metrics import (BLEU_STATS, NLG_KEYS, binarize_labels, bootstrap_ci, ce_from_stats, ce_scores,
+                                   ce_stats, nlg_from_stats, nlg_samples, nlg_scores)
 
 # %% auto #0
 __all__ = ['ID_COLUMNS', 'REF_COLUMNS', 'HYP_COLUMNS', 'HELP', 'ScoreInputError', 'read_pairs_csv', 'read_refs_hyps',
@@ -156,15 +156,12 @@ def read_pairs_json(path) -> pd.DataFrame:
     return _frame(*zip(*rows))
 
 # %% ../nbs/09d_score.ipynb #09e91e16
-def _nlg_stat(k_bleu: int):
-    "The statistic over [BLEU stats, ROUGE-L, CIDEr, METEOR segments?] columns: NLG scores from their sums."
-    def f(s, n):
-        b = bleu_from_stats(s[..., :k_bleu])
-        out = {f"BLEU_{i + 1}": b[..., i] for i in range(4)}
-        out["ROUGE_L"], out["CIDEr"] = s[..., k_bleu] / n, s[..., k_bleu + 1] / n
-        if s.shape[-1] > k_bleu + 2: out["METEOR_segments"] = s[..., k_bleu + 2] / n
-        return out
-    return f
+def _nlg_stat(s, n) -> dict:
+    "NLG scores from column sums of [BLEU stats, ROUGE-L, CIDEr, METEOR segments when computed]."
+    k = len(BLEU_STATS) + 2
+    out = nlg_from_stats(s[..., :k], n)
+    if s.shape[-1] > k: out["METEOR_segments"] = s[..., k] / n
+    return out
 
 
 def _ci_dict(ci) -> dict:
@@ -200,7 +197,7 @@ def score_pairs(pairs: pd.DataFrame,  # columns id, reference, generated (`read_
     scores, per = nlg["out"]
     cols = [per["bleu"], per["ROUGE_L"][:, None], per["CIDEr"][:, None]] + ([per["METEOR"][:, None]] if meteor else [])
     boot = dict(n_resamples=n_resamples, seed=seed, level=level)  # one seed: the same resamples for every score
-    out = {k: _ci_dict(c) for k, c in bootstrap_ci(np.hstack(cols), _nlg_stat(per["bleu"].shape[1]), **boot).items()}
+    out = {k: _ci_dict(c) for k, c in bootstrap_ci(np.hstack(cols), _nlg_stat, **boot).items()}
     if meteor: out["METEOR"] = {"value": scores["METEOR"], "lo": None, "hi": None}
     result = {"n": len(refs), "scores": {k: out[k] for k in [*NLG_KEYS, "METEOR_segments"] if k in out}}
     if ce:
