@@ -91,7 +91,7 @@ def paper_rows(table: str, dataset: str, methods, metrics) -> dict:
     return {f"paper ({name}): {k}": [paper_column(table, dataset, m, [k])[0] for m in methods]
             for k in metrics if k in set(df["metric"])}
 
-# %% ../nbs/09c_pipeline.ipynb #70c8fee8
+# %% ../nbs/09c_pipeline.ipynb #2da40ae9
 VARIANTS = tuple(ABLATIONS)  # Table 4 rows: baseline, cd, cd_mmm, cd_mmm_imm_dense, cd_mmm_imm
 FULL = "cd_mmm_imm"  # Clinical-BERT: all four tasks, IMM with sparsity
 PAPER_K = (6, 8, 12, 16, 20, 24)  # Table 5's K values (for 7 x 7 = 49 regions)
@@ -105,7 +105,7 @@ DRY_RUN = dict(  # run-budget entries a dry run replaces: every stage, a few opt
     k_points=2)  # Table 5: the smallest and the largest K
 DRY_RUN_STAMP = "DRY RUN: a few steps, random weights, not a result"
 
-
+# %% ../nbs/09c_pipeline.ipynb #97cc08f1
 @dataclass
 class Experiment:
     "Paths, cached training steps, evaluation and tables shared by the experiment notebooks."
@@ -149,25 +149,15 @@ class Experiment:
         src = f"synthetic-v{SYNTH_VERSION}" if self.data_dir is None else "real"  # models of older films are not reused
         dry = "-dry" if self.dry_run else ""  # nor a dry run's
         data = "" if self.data_seed in (None, self.seed) else f"-data{self.data_seed}"  # trained on another seed's data
-        return Path(self.runs_dir) / "models" / f"{self.preset}-seed{self.seed}{data}-{src}{dry}-r{recipe_key(self.preset)}"
+        thr = "" if self.threads is None else f"-t{self.threads}"  # nor a model trained at another thread count
+        key = f"{self.preset}-seed{self.seed}{data}-{src}{dry}-r{recipe_key(self.preset)}{thr}"
+        return Path(self.runs_dir) / "models" / key
 
     @property
     def size(self) -> dict:
         "The run budget: the preset's, or with DRY_RUN's few studies and steps in a dry run."
         rs = run_size(self.preset)
         return {**rs, **DRY_RUN} if self.dry_run else rs
-
-    @property
-    def source(self) -> str:
-        "How tables name the data: synthetic benchmark or real data, the preset, and the starting weights."
-        what = "synthetic benchmark" if self.data_dir is None else f"data under {self.data_dir}"
-        cfg = self.model_config()
-        random = [n for n, w in (("DenseNet121", cfg.backbone_weights), ("encoder", cfg.encoder_init)) if w == "none"]
-        if self.bert is None and "encoder" not in random:
-            random.append("encoder")
-        start = f"; random {' and '.join(random)} weights" if random and self.preset == "paper" else ""
-        dry = "DRY RUN (a few optimizer steps on a few studies, not results): " if self.dry_run else ""
-        return f"{dry}{what}, preset {self.preset}, seed {self.seed}{start}"
 
 # %% ../nbs/09c_pipeline.ipynb #1a91426f
 DATASET_NAMES = {k: s.name for k, s in DATASET_SPECS.items()}  # data set key -> how tables name it
@@ -209,7 +199,17 @@ def splits(self: Experiment, dataset: str, vocab=None) -> dict:
         self._splits[key] = sp
     return self._splits[key]
 
-# %% ../nbs/09c_pipeline.ipynb #17991b49
+# %% ../nbs/09c_pipeline.ipynb #644ddb33
+@patch
+def model_config(self: Experiment, variant: str = FULL, **kw) -> ClinicalBertConfig:
+    "The model config of a Table 4 variant for this preset (`kw` changes fields, e.g. imm_k)."
+    if variant not in ABLATIONS:
+        raise ValueError(f"variant={variant!r}; use one of {VARIANTS}")
+    if self.dry_run:  # random weights: nothing is downloaded or read
+        kw = {"backbone_weights": "none", "encoder_init": "none", **kw}
+    return ClinicalBertConfig.ablation(variant, self.preset, image_size=self.size["image_size"], **kw)
+
+# %% ../nbs/09c_pipeline.ipynb #80b58d55
 def _done(run: Path) -> bool:
     return (run / "best" / "vocab.json").is_file() and (run / "best" / "model.safetensors").is_file()
 
@@ -234,15 +234,14 @@ def _trained(self: Experiment, run: Path) -> Path:
 
 
 @patch
-def model_config(self: Experiment, variant: str = FULL, **kw) -> ClinicalBertConfig:
-    "The model config of a Table 4 variant for this preset (`kw` changes fields, e.g. imm_k)."
-    if variant not in ABLATIONS:
-        raise ValueError(f"variant={variant!r}; use one of {VARIANTS}")
-    if self.dry_run:  # random weights: nothing is downloaded or read
-        kw = {"backbone_weights": "none", "encoder_init": "none", **kw}
-    return ClinicalBertConfig.ablation(variant, self.preset, image_size=self.size["image_size"], **kw)
+def _stage_kw(self: Experiment, stage: str, dataset: str, train_kw: dict) -> dict:
+    "`train_kw`, with the epochs of a data set that has its own budget (run size `epochs['<stage>_<dataset>']`)."
+    epochs = self.size["epochs"].get(f"{stage}_{dataset}")
+    if epochs and "epochs" not in train_kw:  # an explicit budget wins
+        train_kw = {**train_kw, "epochs": epochs}
+    return train_kw
 
-
+# %% ../nbs/09c_pipeline.ipynb #1b79952d
 @patch
 def pretrained(self: Experiment, variant: str = FULL, stage: str = "pretrain", tag: str | None = None,
                **cfg_kw) -> Path:
@@ -267,29 +266,29 @@ def rrg_model(self: Experiment, dataset: str, init: str | None = FULL, tag: str 
         own = self.model_config(FULL).finetune_vocab == "dataset"  # the data set's own words (the paper)
         data = self.splits(dataset) if own or start is None else self.splits(dataset, vocab=start)
         print(f"fine-tuning RRG on {dataset} from {tag} -> {run}", flush=True)
-        epochs = self.size["epochs"].get(f"rrg_{dataset}")  # a data set with its own RRG budget
-        if epochs and "epochs" not in train_kw:
-            train_kw = {**train_kw, "epochs": epochs}
-        finetune_rrg(start, data, self._train_cfg("rrg", run, **train_kw), model_cfg=self.model_config(FULL),
-                     bert=self.bert, threads=self.threads)
+        cfg = self._train_cfg("rrg", run, **self._stage_kw("rrg", dataset, train_kw))
+        finetune_rrg(start, data, cfg, model_cfg=self.model_config(FULL), bert=self.bert, threads=self.threads)
         return self._trained(run)
     return run / "best"
 
-
+# %% ../nbs/09c_pipeline.ipynb #63eaae0c
 @patch
-def rd_model(self: Experiment, init: str | None = FULL, tag: str | None = None) -> Path:
-    "Diagnosis model folder on NIH ChestX-ray14, fine-tuned from `init` (None: no pre-training)."
+def rd_model(self: Experiment, init: str | None = FULL, tag: str | None = None,
+             dataset: str = "nih",  # the diagnosis data set: nih (14 pathologies) or covctr (COVID)
+             **train_kw) -> Path:  # TrainConfig fields for this fine-tuning (e.g. epochs), over the run size's
+    "Diagnosis model folder on `dataset`, fine-tuned from the pre-trained `init` variant (None: no pre-training)."
     tag = tag or (init or "no_pretrain")
-    run = self.models_dir / "rd" / tag
+    run = self.models_dir / "rd" / (tag if dataset == "nih" else f"{dataset}/{tag}")
     if not _done(run):
         start = self.pretrained(init) if init in ABLATIONS else init
-        print(f"fine-tuning RD from {tag} -> {run}", flush=True)
-        finetune_rd(start, self.splits("nih"), self._train_cfg("rd", run), model_cfg=self.model_config(FULL),
-                    bert=self.bert, threads=self.threads)
+        print(f"fine-tuning RD{'' if dataset == 'nih' else f' on {dataset}'} from {tag} -> {run}", flush=True)
+        cfg = self._train_cfg("rd", run, **self._stage_kw("rd", dataset, train_kw))
+        finetune_rd(start, self.splits(dataset), cfg, model_cfg=self.model_config(FULL), bert=self.bert,
+                    threads=self.threads)
         return self._trained(run)
     return run / "best"
 
-# %% ../nbs/09c_pipeline.ipynb #ba436f64
+# %% ../nbs/09c_pipeline.ipynb #411dcb16
 @patch
 def decode_len(self: Experiment, dataset: str) -> int:
     "Words decoded on `dataset` (`recipe.decode_len`: the paper's length, capped for tiny and small)."
@@ -308,11 +307,13 @@ def evaluate_rrg(self: Experiment, model_dir: Path, dataset: str, tag: str, mete
 
 
 @patch
-def evaluate_rd(self: Experiment, model_dir: Path, tag: str) -> dict:
-    "AUC per pathology of `model_dir` on the NIH test split (files under runs/<exp>/<tag>/)."
+def evaluate_rd(self: Experiment, model_dir: Path, tag: str,
+                dataset: str = "nih",  # the data set `model_dir` was fine-tuned on (`rd_model`'s)
+               ) -> dict:
+    "AUC per label of `model_dir` on the test split of `dataset` (files under runs/<exp>/<tag>/)."
     from clinical_bert import evaluate
 
-    return evaluate.evaluate_rd(model_dir, self.splits("nih")["test"], self.run_dir / tag,
+    return evaluate.evaluate_rd(model_dir, self.splits(dataset)["test"], self.run_dir / tag,
                                 device=None if self.device == "auto" else self.device)
 
 
@@ -331,7 +332,20 @@ def most_common_report(self: Experiment, dataset: str, meteor: bool = True, tag:
         out / "reports.csv", index=False)
     return {**nlg_scores(refs, hyps, meteor=meteor), **ce_scores(refs, hyps)}
 
-# %% ../nbs/09c_pipeline.ipynb #64bf39c9
+# %% ../nbs/09c_pipeline.ipynb #695a3cb3
+@patch(as_prop=True)
+def source(self: Experiment) -> str:
+    "How tables name the data: synthetic benchmark or real data, the preset, and the starting weights."
+    what = "synthetic benchmark" if self.data_dir is None else f"data under {self.data_dir}"
+    cfg = self.model_config()
+    random = [n for n, w in (("DenseNet121", cfg.backbone_weights), ("encoder", cfg.encoder_init)) if w == "none"]
+    if self.bert is None and "encoder" not in random:
+        random.append("encoder")
+    start = f"; random {' and '.join(random)} weights" if random and self.preset == "paper" else ""
+    dry = "DRY RUN (a few optimizer steps on a few studies, not results): " if self.dry_run else ""
+    return f"{dry}{what}, preset {self.preset}, seed {self.seed}{start}"
+
+
 def _fmt(v, exact: bool = False) -> str:
     "3 decimals; `exact` (the paper's numbers): as printed in the paper, up to 4 decimals (0.8293, 0.170)."
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -351,6 +365,48 @@ def _cell(v, col: str, ci=None, sd=None) -> str:
         s += f" [{ci.lo:.3f}, {ci.hi:.3f}]"
     return s
 
+# %% ../nbs/09c_pipeline.ipynb #63b99985
+def _table_md(df: pd.DataFrame, caption: str, source: str,
+              ci: dict,  # column -> row -> `metrics.CI` shown in the cells ({}: none)
+              sd: dict,  # column -> row -> sd over seeds
+             ) -> list[str]:
+    "The markdown lines of a table: caption and source, header, a row per index entry, then notes on its columns."
+    md = [f"**{caption}** ({source}).", ""]
+    cols = [str(c) for c in df.columns]
+    md += ["| " + " | ".join([df.index.name or ""] + cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    md += ["| " + " | ".join([str(i)] + [_cell(v, k, ci.get(k, {}).get(i), sd.get(k, {}).get(i))
+                                         for k, v in zip(cols, row)]) + " |"
+           for i, row in zip(df.index, df.to_numpy(object))]
+    if ci:
+        meteor = "METEOR" in cols or "METEOR" in map(str, df.index)
+        md += ["", "[lo, hi]: 95 % percentile bootstrap interval over the test studies (1,000 resamples, seed 0"
+               + ("; METEOR has none, its corpus score is not a sum over reports)." if meteor else ").")]
+    if any("paper" in c for c in cols):
+        md += ["", "Columns marked *paper* are the paper's numbers on the real data sets (the source of each, a table "
+               "of the paper or its text, is in clinical_bert/assets/paper_numbers.csv; n/a: the paper has no "
+               "number there); the other columns are this run."]
+    return md
+
+
+def _table_csv(df: pd.DataFrame, ci: dict, sd: dict) -> pd.DataFrame:
+    "`df` and, after its columns, `<column> sd`, then `<column> lo` / `<column> hi` (NaN where a row has none)."
+    out = df.copy()
+    for k, rows in sd.items():
+        out[f"{k} sd"] = [rows.get(i, math.nan) for i in df.index]
+    for k, rows in ci.items():
+        out[f"{k} lo"] = [getattr(rows.get(i), "lo", math.nan) for i in df.index]
+        out[f"{k} hi"] = [getattr(rows.get(i), "hi", math.nan) for i in df.index]
+    return out
+
+# %% ../nbs/09c_pipeline.ipynb #73ede1a1
+def _claims_md(claims: pd.DataFrame, seed: int) -> list[str]:
+    "The markdown lines listing `Experiment.claims` under a table."
+    md = ["", f"**Claims** (paired bootstrap over the same test studies, seed {seed}; two-sided p; "
+          "higher / lower when p < 0.05, else not distinguishable):", "",
+          "| claim | metric | difference [95 % interval] | verdict |", "|---|---|---|---|"]
+    return md + [f"| {r.claim} | {r.metric} | {r.delta:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] | {r.verdict} |"
+                 for r in claims.itertuples()]
+
 
 @patch
 def write_table(self: Experiment, df: pd.DataFrame, name: str, caption: str,
@@ -365,37 +421,13 @@ def write_table(self: Experiment, df: pd.DataFrame, name: str, caption: str,
     source = self.source if not several else self.source.replace(
         f"seed {self.seed}", f"seeds {', '.join(map(str, seeds))}: mean ± sd over seeds; claims, and the CSV's intervals, "
         f"of seed {self.seed}")
-    shown = {} if several else ci
-    md = [f"**{caption}** ({source}).", ""]
-    cols = [str(c) for c in df.columns]
-    md += ["| " + " | ".join([df.index.name or ""] + cols) + " |", "|" + "---|" * (len(cols) + 1)]
-    md += ["| " + " | ".join([str(i)] + [_cell(v, k, shown.get(k, {}).get(i), sd.get(k, {}).get(i))
-                                         for k, v in zip(cols, row)]) + " |"
-           for i, row in zip(df.index, df.to_numpy(object))]
-    if shown:
-        meteor = "METEOR" in cols or "METEOR" in map(str, df.index)
-        md += ["", "[lo, hi]: 95 % percentile bootstrap interval over the test studies (1,000 resamples, seed 0"
-               + ("; METEOR has none, its corpus score is not a sum over reports)." if meteor else ").")]
-    if any("paper" in c for c in cols):
-        md += ["", "Columns marked *paper* are the paper's numbers on the real data sets (the source of each, a table "
-               "of the paper or its text, is in clinical_bert/assets/paper_numbers.csv; n/a: the paper has no "
-               "number there); the other columns are this run."]
-    out = df.copy()
-    for k, rows in sd.items():
-        out[f"{k} sd"] = [rows.get(i, math.nan) for i in df.index]
-    for k, rows in ci.items():
-        out[f"{k} lo"] = [getattr(rows.get(i), "lo", math.nan) for i in df.index]
-        out[f"{k} hi"] = [getattr(rows.get(i), "hi", math.nan) for i in df.index]
+    md = _table_md(df, caption, source, {} if several else ci, sd)
     if claims is not None and len(claims):
-        md += ["", f"**Claims** (paired bootstrap over the same test studies, seed {self.seed}; two-sided p; "
-               "higher / lower when p < 0.05, else not distinguishable):", "",
-               "| claim | metric | difference [95 % interval] | verdict |", "|---|---|---|---|"]
-        md += [f"| {r.claim} | {r.metric} | {r.delta:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] | {r.verdict} |"
-               for r in claims.itertuples()]
+        md += _claims_md(claims, self.seed)
         claims.to_csv(self.fig_dir / f"{name}_claims.csv", index=False)
     path = self.fig_dir / f"{name}.md"
     path.write_text("\n".join(md) + "\n")
-    out.to_csv(self.fig_dir / f"{name}.csv")
+    _table_csv(df, ci, sd).to_csv(self.fig_dir / f"{name}.csv")
     return path
 
 
