@@ -16,13 +16,17 @@ from pathlib import Path
 
 import torch
 
-from .data import DATASET_SPECS, DataError, RadiographDataset, dataset_spec, resize_for
-from .learner import TrainConfig, dist_info
+from .data import RadiographDataset
+from .formats import DATASET_SPECS, DataError, dataset_spec
+from .images import resize_for
+from .distributed import dist_info
 from .model import ClinicalBertConfig
+from .optim import TrainConfig
 
 # %% auto #0
-__all__ = ['RUN_SIZES', 'STAGES', 'PAPER', 'NOT_IN_PAPER', 'run_size', 'decode_len', 'recipe_key', 'split_batch', 'train_config',
-           'num_threads', 'settings', 'recipe', 'differences', 'format_recipe', 'main']
+__all__ = ['RUN_SIZES', 'STAGES', 'SYNTH_REPORTS', 'PAPER', 'NOT_IN_PAPER', 'run_size', 'decode_len', 'benchmark_reports',
+           'recipe_key', 'split_batch', 'train_config', 'num_threads', 'settings', 'recipe', 'differences',
+           'format_recipe', 'main']
 
 # %% ../nbs/07a_recipe.ipynb #d6a9a310
 RUN_SIZES = {  # preset -> run budget (see the table above)
@@ -38,7 +42,8 @@ RUN_SIZES = {  # preset -> run budget (see the table above)
         max_len=20,  # decoding: the most words per generated report (a cap on each data set's length)
         beam_size=1,  # decoding beam
         k_points=2,  # Table 5: how many of the paper's six K values (scaled to the regions) are run
-        threads=1),  # torch threads (None: leave torch's default)
+        threads=1,  # torch threads (None: leave torch's default)
+        synth_reports={"iu": "real", "nih": "real"}),  # layouts written from the real data (the others templated)
     "small": dict(
         n_samples={"mimic": 2250, "iu": 1000, "nih": 3000, "covctr": 728},  # covctr: the real data set's size
         synth_size=resize_for(128), image_size=128,
@@ -47,9 +52,10 @@ RUN_SIZES = {  # preset -> run budget (see the table above)
         accum_steps={"pretrain": 1, "rrg": 1, "rd": 1},
         lr={"pretrain": 2e-3, "rrg": 2e-3, "rd": 1e-3},
         lr_visual={"pretrain": 1e-3, "rrg": 1e-3, "rd": 3e-3},  # RD: the DenseNet learns fastest at 3e-3
-        max_len=60, beam_size=3, k_points=3, threads=2),
+        max_len=60, beam_size=3, k_points=3, threads=2, synth_reports={"iu": "real", "nih": "real"}),
     "paper": dict(
-        n_samples={"mimic": 20000, "iu": 3000, "nih": 20000, "covctr": 728},  # synthetic only; real data sets are used whole
+        # synthetic only (real data sets are used whole); iu: all 2,955 protocol studies of the real OpenI reports
+        n_samples={"mimic": 20000, "iu": 2955, "nih": 20000, "covctr": 728},
         synth_size=resize_for(224), image_size=224,
         epochs={"pretrain": 50, "rrg": 50, "rd": 50, "k_sweep": 10, "k_sweep_rrg": 10},
         batch_size={"pretrain": 64, "rrg": 16, "rd": 32},
@@ -57,7 +63,7 @@ RUN_SIZES = {  # preset -> run budget (see the table above)
         lr={"pretrain": 1e-4, "rrg": 1e-5, "rd": 1e-5},
         lr_visual={"pretrain": 5e-5, "rrg": 1e-5, "rd": 1e-5},
         max_len=None,  # no cap: each data set decodes at its own length (data.DATASET_SPECS)
-        beam_size=5, k_points=6, threads=None,
+        beam_size=5, k_points=6, threads=None, synth_reports={"iu": "real", "nih": "real"},
         precision_cuda="bf16"),  # autocast dtype on CUDA (fp32 on CPU)
 }
 
@@ -80,9 +86,34 @@ def decode_len(preset: str, dataset: str) -> int:
     return n if cap is None else min(n, cap)
 
 
-def recipe_key(preset: str) -> str:
+SYNTH_REPORTS = ("template", "real")  # how a synthetic layout is written (make_dataset's `reports`)
+
+
+def benchmark_reports(preset: str,
+                      reports: str | dict | None = None,  # None, "real": the budget's; "template": none real; or layout -> kind
+                      ) -> dict[str, str]:
+    "layout -> 'real' or 'template' for every layout of `preset`'s synthetic benchmark."
+    rs = run_size(preset)
+    real = rs.get("synth_reports", {})
+    if isinstance(reports, dict):
+        over = reports
+    elif reports in (None, "real", "template"):
+        over = {k: "template" for k in real} if reports == "template" else {}
+    else:
+        raise ValueError(f"synth_reports={reports!r}; use {' or '.join(SYNTH_REPORTS)} (or a dict layout -> kind)")
+    out = {**dict.fromkeys(rs["n_samples"], "template"), **real, **over}
+    bad = {k: v for k, v in out.items() if k not in rs["n_samples"] or v not in SYNTH_REPORTS}
+    if bad:
+        raise ValueError(f"synth_reports {bad}: give layouts of {tuple(rs['n_samples'])}, each {' or '.join(SYNTH_REPORTS)}")
+    return out
+
+
+def recipe_key(preset: str,
+               synth_reports: str | dict | None = None,  # the synthetic layouts' reports (benchmark_reports)
+               ) -> str:
     "8 hex digits that change whenever `preset`'s model config or run budget does: runs/ keys its cached models by it."
-    recipe = dict(model=ClinicalBertConfig.preset(preset).to_dict(), budget=run_size(preset))
+    budget = {**run_size(preset), "synth_reports": benchmark_reports(preset, synth_reports)}
+    recipe = dict(model=ClinicalBertConfig.preset(preset).to_dict(), budget=budget)
     return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
 
 # %% ../nbs/07a_recipe.ipynb #62832db8

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from .data import (AnnotationDataset, CovCtrDataset, DataError, IuXrayDataset, MimicCxrDataset,
+from .data import (AnnotationDataset, CovCtrDataset, IuXrayDataset, MimicCxrDataset,
                                 NihChestXrayDataset)
-from .learner import dist_info
+from .formats import DataError
+from .distributed import dist_info
 from .model_dir import as_vocab
-from .recipe import run_size
+from .recipe import benchmark_reports, run_size
 from .synthetic import SYNTH_VERSION, make_dataset
 
 # %% auto #0
@@ -26,20 +27,23 @@ __all__ = ['DATASETS', 'synthetic_benchmark', 'build_dataset', 'load_splits', 'w
 
 # %% ../nbs/07c_splits.ipynb #d2063d8b
 def synthetic_benchmark(root, preset: str = "small", seed: int = 0,
-                        layouts=None,  # which layouts to write (None: those the run budget sizes: mimic, iu, nih)
+                        layouts=None,  # which layouts to write (None: those the run budget sizes)
                         workers: int = 1,  # processes for make_dataset
                         n_samples: dict | None = None,  # studies per layout (None: the preset's run budget)
+                        reports: str | dict | None = None,  # None: the budget's synth_reports; "template": all templated
                         ) -> dict[str, Path]:
     "Write (once) the synthetic benchmark of `preset` under `root`; layout -> data set folder."
-    rs, out = run_size(preset), {}
+    rs, kind, out = run_size(preset), benchmark_reports(preset, reports), {}
     for layout in layouts or tuple(rs["n_samples"]):
         n = (n_samples or rs["n_samples"])[layout]
         tag = "" if n == rs["n_samples"][layout] else f"-n{n}"  # another size is another benchmark
+        tag += "-real" if kind.get(layout) == "real" else ""  # and so are real reports or a real table
         dst = Path(root) / f"{preset}-seed{seed}-v{SYNTH_VERSION}{tag}" / layout  # a new renderer writes anew
         if not (dst / "ground_truth.csv").is_file():  # written last by make_dataset
             tmp = dst.with_name(f".tmp-{layout}-{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
-            make_dataset(tmp, n, seed, layout, size=rs["synth_size"], workers=workers)
+            make_dataset(tmp, n, seed, layout, size=rs["synth_size"], workers=workers,
+                         reports=kind.get(layout, "template"))
             try:
                 os.rename(tmp, dst)  # atomic; fails if another process finished first
             except OSError:
@@ -108,6 +112,7 @@ def load_splits(data_dir,  # the data set folder; None: the synthetic benchmark 
                 synth_root="runs/data",  # where the synthetic benchmark goes when data_dir is None
                 n_samples: dict | None = None,  # synthetic studies per layout (None: the preset's)
                 cache_dir=None,  # image cache shared by all processes (data.ImageCache); None: decode every read
+                synth_reports: str | dict | None = None,  # synthetic layouts' reports (None: the budget's; "template")
                 **kw) -> dict:
     "train / val / test data sets of `dataset` at the preset's image size, sharing the training vocabulary."
     if dataset not in DATASETS:
@@ -117,7 +122,8 @@ def load_splits(data_dir,  # the data set folder; None: the synthetic benchmark 
         if dataset not in run_size(preset)["n_samples"]:  # the benchmark's layouts
             raise ValueError(f"dataset={dataset!r} has no synthetic layout; pass data_dir (the COV-CTR folder)")
         data_dir = synthetic_benchmark(synth_root, preset, seed, layouts=(dataset,),  # same films
-                                       workers=min(8, os.cpu_count() or 1), n_samples=n_samples)[dataset]  # for any count
+                                       workers=min(8, os.cpu_count() or 1), n_samples=n_samples,  # for any count
+                                       reports=synth_reports)[dataset]
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder; point data_dir / --data at the {dataset} data set")
