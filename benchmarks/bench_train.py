@@ -83,8 +83,9 @@ def build(preset, variant, device, batch=0):
 
 def run_variant(preset, variant, steps, threads, device, precision, batch, q):
     "Train `steps` optimizer steps (after 3 warm-up steps) in this process; samples/s, peak memory, FLOPs."
-    from clinical_bert.learner import Learner, TrainConfig
+    from clinical_bert.learner import Learner
     from clinical_bert.masks import Collator
+    from clinical_bert.optim import TrainConfig
 
     torch.set_num_threads(threads)
     model, vocab, cfg, B, L = build(preset, variant, device, batch)
@@ -113,7 +114,7 @@ def count_flops(model, batch, device) -> float:
     "Forward + backward FLOPs of one training step on `batch` (torch's FLOP counter)."
     from torch.utils.flop_counter import FlopCounterMode
 
-    from clinical_bert.learner import to_device
+    from clinical_bert.distributed import to_device
     model.to(device).train()
     b = to_device(batch, torch.device(device))
     with FlopCounterMode(display=False) as fc:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .learner import unwrap
+from .distributed import unwrap
 from .model import ClinicalBert, ClinicalBertConfig, wordpiece_mean
 from .text import Vocab
 

@@ -16,10 +16,12 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from .learner import Learner, TrainConfig, dist_info, init_distributed, pick_device
+from .distributed import dist_info, init_distributed
+from .learner import Learner, pick_device
 from .masks import Collator
 from .model import BACKBONE_ENV, FINETUNE_VOCABS, ClinicalBert, ClinicalBertConfig, backbone_state_dict
 from .model_dir import build_model, check_bert, load_model, read_config, resolve_bert, to_data_vocab
+from .optim import TrainConfig
 from .recipe import RUN_SIZES, num_threads, run_size, train_config
 from .splits import DATASETS, load_splits
 from .text import Vocab

@@ -58,17 +58,20 @@ def child(argv=None):
     ap.add_argument("--workers", type=int, default=0)  # DataLoader workers
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
+    import clinical_bert.distributed as D
     import clinical_bert.learner as L
+    import clinical_bert.optim as O
+    import clinical_bert.resume as R
 
     if a.die_in_save:  # the checkpoint files are written and synced; the kill lands before the rename
-        calls, replace_dir = [0], L.replace_dir
+        calls, replace_dir = [0], R.replace_dir
 
         def dying_replace_dir(tmp, dst):
             calls[0] += 1
             if calls[0] == a.die_in_save:
                 os.kill(os.getpid(), signal.SIGKILL)
             replace_dir(tmp, dst)
-        L.replace_dir = dying_replace_dir
+        R.replace_dir = dying_replace_dir
 
     def report(lrn, event):
         if event == "after_step" and lrn.is_main:
@@ -81,16 +84,16 @@ def child(argv=None):
         n, epochs, p_drop = 96, 3, 0.1
     else:
         n, epochs, p_drop = 64, 2, 0.0  # no dropout: one and two processes must compute the same function
-    model = L.ToyTwoTask(p_drop=p_drop if a.p_drop is None else a.p_drop)
-    cfg = L.TrainConfig(lr=1e-2, lr_visual=5e-3, epochs=epochs, batch_size=a.batch, accum_steps=2,
+    model = O.ToyTwoTask(p_drop=p_drop if a.p_drop is None else a.p_drop)
+    cfg = O.TrainConfig(lr=1e-2, lr_visual=5e-3, epochs=epochs, batch_size=a.batch, accum_steps=2,
                         ckpt_every=CKPT_EVERY if a.mode == "train" else 3, log_every=1, out_dir=a.out_dir,
                         progress=False, deterministic=True, num_workers=a.workers)
     collate = NoisyCollate() if a.mode == "train" else None  # ddp: one and two processes must see the same inputs
-    lrn = L.Learner(model, L.ToyImages(n, seed=1), L.ToyImages(16, seed=2), collate_fn=collate, cfg=cfg,
+    lrn = L.Learner(model, O.ToyImages(n, seed=1), O.ToyImages(16, seed=2), collate_fn=collate, cfg=cfg,
                     callbacks=[report])
     lrn.fit()
     from safetensors.torch import save_file
-    save_file({k: v.contiguous() for k, v in L.unwrap(lrn.model).state_dict().items()},
+    save_file({k: v.contiguous() for k, v in D.unwrap(lrn.model).state_dict().items()},
               str(Path(a.out_dir) / f"final-rank{lrn.rank}.safetensors"))
     print("done", flush=True)
 
@@ -139,7 +142,7 @@ def test_sigkill_at_random_step_then_resume_is_bit_exact(tmp_path, reference, wo
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL, f"the child was not killed (rc {proc.returncode}): {proc.stderr.read()[-2000:]}"
-    from clinical_bert.learner import latest_checkpoint
+    from clinical_bert.resume import latest_checkpoint
     last = latest_checkpoint(tmp_path)
     assert last is not None and int(last.name.split("-")[1]) >= CKPT_EVERY
     assert not (tmp_path / "final-rank0.safetensors").exists()
@@ -174,7 +177,7 @@ def test_ddp_two_gloo_processes_match_one_process_with_doubled_batch(tmp_path):
                  weights(one / "final-rank0.safetensors"))
     assert_bit_identical(w0, w1, "rank 0 vs rank 1")
     torch.manual_seed(0)
-    from clinical_bert.learner import ToyTwoTask
+    from clinical_bert.optim import ToyTwoTask
     init = ToyTwoTask().state_dict()
     for k in w:
         assert not torch.equal(w[k], init[k]), f"{k} did not train"
@@ -190,15 +193,16 @@ def test_ddp_two_gloo_processes_match_one_process_with_doubled_batch(tmp_path):
     assert len(both) == len(m1) - (m1.name == "samples_per_s").sum()
     torch.testing.assert_close(torch.tensor(both.value_x.values), torch.tensor(both.value_y.values),
                                rtol=1e-4, atol=1e-5)  # logged losses (averaged over ranks) and lrs agree
-    from clinical_bert.learner import list_checkpoints
+    from clinical_bert.resume import list_checkpoints
     assert [p.name for p in list_checkpoints(ddp)] == [p.name for p in list_checkpoints(one)]
 
 
 def test_clinical_bert_with_collator_resumes_bit_exact(tmp_path):
     "The real model (tiny preset) and masks.Collator through the loop: a crash at step 3 and a resume give the same weights."
-    from clinical_bert.learner import Learner, TrainConfig
+    from clinical_bert.learner import Learner
     from clinical_bert.masks import Collator
     from clinical_bert.model import ClinicalBert, ClinicalBertConfig
+    from clinical_bert.optim import TrainConfig
     from clinical_bert.text import Vocab
     words = "the heart is normal no pleural effusion pneumothorax lungs are clear mild cardiomegaly opacity".split()
     vocab, mesh = Vocab(words), {"effusion", "pneumothorax", "cardiomegaly", "opacity"}
@@ -282,9 +286,9 @@ def _collator_and_items():
 
 def _draws(workers, epoch, rank=0, world_size=1):
     "masks.Collator's draws for the batches of `epoch` on `rank` through the Learner's loader (identical items)."
-    from clinical_bert import learner as L
+    from clinical_bert import learner as L, optim as O
     col, items = _collator_and_items()
-    lrn = L.Learner(L.ToyTwoTask(), items, collate_fn=col, cfg=L.TrainConfig(batch_size=4, num_workers=workers))
+    lrn = L.Learner(O.ToyTwoTask(), items, collate_fn=col, cfg=O.TrainConfig(batch_size=4, num_workers=workers))
     lrn.device, lrn.rank, lrn.world_size = torch.device("cpu"), rank, world_size
     loader, _ = lrn._loader(items, epoch, 0, True)
     out = [torch.cat([b["task"][:, None], b["text_ids"], b["text_targets"]], 1) for b in loader]
@@ -307,7 +311,8 @@ def test_collator_draws_differ_across_epochs_ranks_and_workers_and_match_for_any
 
 
 def test_bare_cuda_means_cuda_local_rank(monkeypatch):
-    from clinical_bert.learner import TrainConfig, pick_device
+    from clinical_bert.learner import pick_device
+    from clinical_bert.optim import TrainConfig
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert pick_device(TrainConfig(device="cuda")) == torch.device("cuda", 1)
     assert pick_device(TrainConfig(device="cuda:0")) == torch.device("cuda", 0)
@@ -317,18 +322,19 @@ def test_bare_cuda_means_cuda_local_rank(monkeypatch):
 
 
 def test_workers_persist_and_prefetch(tmp_path):
-    from clinical_bert import learner as L
-    lrn = L.Learner(L.ToyTwoTask(), L.ToyImages(32), cfg=L.TrainConfig(batch_size=8, num_workers=2, prefetch_factor=3))
+    from clinical_bert import distributed as D, learner as L, optim as O
+    lrn = L.Learner(O.ToyTwoTask(), O.ToyImages(32), cfg=O.TrainConfig(batch_size=8, num_workers=2, prefetch_factor=3))
     lrn.device = torch.device("cpu")
     dl, n = lrn._loader(lrn.train_data, 0, 1, True)
     assert (dl.num_workers, dl.persistent_workers, dl.prefetch_factor, n, len(dl)) == (2, True, 3, 4, 3)
     assert lrn._loader(lrn.train_data, 1, 0, True)[0] is dl  # one training loader for the whole fit
-    assert L.Learner(L.ToyTwoTask(), L.ToyImages(32)).cfg.num_workers is None  # resolved per device
-    assert L.resolve_workers(None, torch.device("cpu")) == 0 and L.resolve_workers(None, torch.device("cuda", 0), 16, 2) == 8
+    assert L.Learner(O.ToyTwoTask(), O.ToyImages(32)).cfg.num_workers is None  # resolved per device
+    assert D.resolve_workers(None, torch.device("cpu")) == 0 and D.resolve_workers(None, torch.device("cuda", 0), 16, 2) == 8
 
 
 def test_tasks_present_is_decided_on_the_cpu_and_kept_by_to_device():
-    from clinical_bert.learner import count_syncs, to_device
+    from clinical_bert.distributed import to_device
+    from clinical_bert.learner import count_syncs
     col, items = _collator_and_items()
     b = col(items[:8])
     names = ("s2s", "bi", "mmm")
@@ -339,15 +345,15 @@ def test_tasks_present_is_decided_on_the_cpu_and_kept_by_to_device():
 
 
 def _toy_learner(tmp_path, **kw):
-    from clinical_bert import learner as L
+    from clinical_bert import learner as L, optim as O
     torch.manual_seed(0)
-    cfg = L.TrainConfig(**{**dict(lr=1e-2, lr_visual=1e-2, batch_size=8, accum_steps=2, log_every=100,
+    cfg = O.TrainConfig(**{**dict(lr=1e-2, lr_visual=1e-2, batch_size=8, accum_steps=2, log_every=100,
                                   out_dir=str(tmp_path), progress=False, tensorboard=False), **kw})
-    return L.Learner(L.ToyTwoTask(), L.ToyImages(64, seed=1), cfg=cfg)
+    return L.Learner(O.ToyTwoTask(), O.ToyImages(64, seed=1), cfg=cfg)
 
 
 def _one_step(lrn, batches):
-    from clinical_bert.learner import to_device
+    from clinical_bert.distributed import to_device
     sums = {}
     for i, b in enumerate(batches):
         lrn._forward_backward(to_device(b, lrn.device), len(batches), i == len(batches) - 1, sums)
@@ -373,7 +379,7 @@ def test_one_optimizer_step_makes_no_host_sync(tmp_path):
 
 def test_non_finite_gradient_never_reaches_the_weights(tmp_path):
     "The check is read only at the epoch end here (log_every=100): the bad steps were skipped on the device."
-    from clinical_bert.learner import unwrap
+    from clinical_bert.distributed import unwrap
     lrn, snap = _toy_learner(tmp_path, epochs=1), {}
 
     def cb(l, event):
@@ -392,7 +398,7 @@ def test_non_finite_gradient_never_reaches_the_weights(tmp_path):
 @pytest.mark.skipif("slow" not in os.environ.get("CLINICAL_BERT_TEST_FLAGS", "data").split(),
                     reason="slow (torch.compile builds C++ kernels on the CPU); CLINICAL_BERT_TEST_FLAGS='data slow' runs it")
 def test_compile_visual_runs_a_step(tmp_path):
-    from clinical_bert.learner import unwrap
+    from clinical_bert.distributed import unwrap
     lrn = _toy_learner(tmp_path, epochs=1, compile_visual=True)
     lrn.train_data = lrn.train_data.__class__(16, seed=1)
     lrn.fit()
