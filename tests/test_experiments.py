@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from clinical_bert.data import NIH_LABELS as AUC_NAMES  # Table 3: one row per NIH pathology
+from clinical_bert.formats import NIH_LABELS as AUC_NAMES  # Table 3: one row per NIH pathology
 from clinical_bert.pipeline import Experiment, paper_numbers
 from clinical_bert.reproduce import RunSpec, exp_name, experiment_notebooks, run_notebook
 from clinical_bert.recipe import RUN_SIZES
@@ -82,13 +82,23 @@ def _intervals_ok(intervals: dict, scores: dict) -> bool:
         if k in scores[row] and scores[row][k] is not None and lo is not None)
 
 
+def _covid_ok(m: dict) -> bool:
+    "Table 1's COV-CTR half: NLG claims plus the COVID AUC line (diagnosis fine-tuned with and without pre-training)."
+    c = m["covctr"]
+    return (all(_unit(c[k]["auc/COVID"]) for k in ("Clinical-BERT", "no pre-training"))
+            and c["most common report"]["auc/COVID"] is None  # a report floor has no diagnosis
+            and _claims_ok(m["claims"]["covctr"], 1, [k for k in NLG if k != "METEOR"] + ["auc/COVID"])
+            and _intervals_ok(m["intervals"]["covctr"], c)
+            and all("auc/COVID" in m["intervals"]["covctr"][k] for k in ("Clinical-BERT", "no pre-training")))
+
+
 CHECKS = {
     "pretrain": lambda m: set(m["variants"]) == set(VARIANTS)
     and all(0 < m["variants"][v]["valid loss (best)"] < 100 for v in VARIANTS),
     "table1_rrg": lambda m: set(m["iu"]) == {"Clinical-BERT", "no pre-training", "most common report"}
     and all(_nlg_ok(s) and all(s[k] is not None and _unit(s[k]) for k in CE) for s in m["iu"].values())
     and ("covctr" in m) == ("covctr" in RUN_SIZES["tiny"]["n_samples"])  # COV-CTR once the budget sizes its layout
-    and ("covctr" not in m or _claims_ok(m["claims"]["covctr"], 1, [k for k in NLG if k != "METEOR"]))
+    and ("covctr" not in m or _covid_ok(m))
     and _claims_ok(m["claims"]["iu"], 1, [k for k in NLG + CE if k != "METEOR"])
     and _intervals_ok(m["intervals"]["iu"], m["iu"]),
     "table2_mimic": lambda m: all(_nlg_ok(m[k]) and _unit(m[k]["ce_micro_f1"]) and _unit(m[k]["ce_macro_f1"])
@@ -186,6 +196,10 @@ def test_experiment_notebook(nb, spec):
             assert col in df, f"{name}: no column {col!r} in {fn} ({list(df.columns)})"
             filled = df[col] if rows is None else df.loc[rows, col]
             assert filled.notna().all(), f"{name}: {col} is n/a where the paper has a number: {filled.to_dict()}"
+    if name == "table1_rrg" and "covctr" in RUN_SIZES["tiny"]["n_samples"]:  # the COVID line beside the paper's
+        df = pd.read_csv(Path(spec.figures_dir) / name / "table1_covctr.csv", index_col=0)
+        assert math.isclose(df.loc["auc/COVID", "paper: Clinical-BERT"], 0.9472), df.loc["auc/COVID"]
+        assert "| auc/COVID |" in (Path(spec.figures_dir) / name / "table1_covctr.md").read_text()
     if name == "table2_mimic":  # decoded at the data set's length (tiny: capped at its max_len)
         meta = json.loads((Path(spec.runs_dir) / name / "clinical_bert" / "metrics.json").read_text())
         assert meta["max_len"] == min(100, RUN_SIZES["tiny"]["max_len"]), meta["max_len"]
