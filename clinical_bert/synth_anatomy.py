@@ -251,4 +251,5 @@ def _sample_hernia(rng, pt):
 
 
 FINDING_SAMPLERS.update(infiltration=_sample_air_space, nodule=_sample_nodule, fibrosis=_sample_fibrosis,
-                        hernia=_sample_hernia)  # not in PREVALENCE: sample_findings never draws them
+                        hernia=_sample_hernia,  # not in PREVALENCE: sample_findings never draws them
+                        lung_opacity=_sample_air_space)  # a real report's Lung Opacity (opacities, scarring, airspace disease)

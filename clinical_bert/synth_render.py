@@ -60,7 +60,7 @@ def render(pt: dict, findings: dict, view: dict, strip: int = 64):
     S = view["size"]
     rng = np.random.default_rng(view["tex_seed"])
     tex = _noise_field(rng, 40, S, 0.025)
-    patch = _noise_field(rng, 14, S) if "pneumonia" in findings or "infiltration" in findings else None
+    patch = _noise_field(rng, 14, S) if {"pneumonia", "infiltration", "lung_opacity"} & findings.keys() else None
     A = np.empty((S, S), F32)
     masks = {}
     full = Frame(view)                                 # the grid once; each strip is a view of it
@@ -444,7 +444,9 @@ _DRAW = {  # finding -> its drawing, in the order they are drawn (the sums are f
     "pleural_effusion": _draw_pleural_effusion, "pneumothorax": _draw_pneumothorax,
     # the NIH table's own findings, drawn last (templated layouts never have them, so their sums are unchanged)
     "infiltration": partial(_draw_air_space, name="infiltration"), "nodule": partial(_draw_lung_lesion, name="nodule"),
-    "fibrosis": _draw_fibrosis, "hernia": _draw_hernia}
+    "fibrosis": _draw_fibrosis, "hernia": _draw_hernia,
+    # a real IU X-Ray report's Lung Opacity: a patchy air-space opacity, as the labeler means the label
+    "lung_opacity": partial(_draw_air_space, name="lung_opacity")}
 
 
 def _draw_lung_findings(pt, findings, t):

@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 
 from . import labeler
-from .data import NIH_LABELS
+from .formats import NIH_LABELS
 from .labeler import label_report
 from .synth_anatomy import FINDING_SAMPLERS, PREVALENCE, SEV
 from .text import report_sections, split_sentences
@@ -332,7 +332,7 @@ NIH_NOT_PRODUCED = ("Fibrosis", "Hernia")  # NIH labels no drawn finding gives (
 def nih_findings_labels(findings: dict) -> list[str]:
     "NIH ChestX-ray14 labels of a study's drawn findings, in `data.NIH_LABELS` order (Infiltration = patchy air-space opacity or edema; Mass / Nodule by lesion size)."
     out = {NIH_FROM[k] for k in findings if k in NIH_FROM}
-    if "pneumonia" in findings or "edema" in findings:
+    if "pneumonia" in findings or "edema" in findings or "lung_opacity" in findings:
         out.add("Infiltration")
     if "lung_lesion" in findings:
         out.add("Mass" if findings["lung_lesion"]["kind"] == "mass" else "Nodule")
@@ -364,7 +364,8 @@ FINDING_OF_LABEL = {  # CheXpert label -> the drawn finding
     "Cardiomegaly": "cardiomegaly", "Enlarged Cardiomediastinum": "enlarged_cardiomediastinum",
     "Pleural Effusion": "pleural_effusion", "Pneumothorax": "pneumothorax", "Consolidation": "consolidation",
     "Pneumonia": "pneumonia", "Atelectasis": "atelectasis", "Edema": "edema", "Lung Lesion": "lung_lesion",
-    "Pleural Other": "pleural_thickening", "Fracture": "fracture", "Support Devices": "support_devices"}
+    "Pleural Other": "pleural_thickening", "Fracture": "fracture", "Support Devices": "support_devices",
+    "Lung Opacity": "lung_opacity"}  # real reports only: the templated grammar never writes Lung Opacity
 _SEVERITY_WORDS = {"small": 0, "mild": 0, "mildly": 0, "minimal": 0, "tiny": 0, "trace": 0, "slight": 0,
                    "borderline": 0, "moderate": 1, "moderately": 1, "large": 2, "severe": 2, "severely": 2,
                    "extensive": 2, "marked": 2, "markedly": 2, "massive": 2}
@@ -423,7 +424,7 @@ def _agrees(f, side, sev):
 def findings_from_mentions(rng, pt, mentions: dict) -> dict:
     "Drawable findings (as `sample_findings` gives them) that agree with a report's mentions, in `PREVALENCE` order."
     out = {}
-    for name in PREVALENCE:
+    for name in (*PREVALENCE, "lung_opacity"):        # Lung Opacity: drawn last, as the NIH findings are
         if name not in mentions:
             continue
         side, sev = mentions[name]["side"], mentions[name]["severity"]
