@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clinical_bert.data import ImageCache, image_transform, load_image
+from clinical_bert.images import ImageCache, image_transform, load_image
 
 
 def write_images(out: Path, n: int, side: int, seed: int = 0) -> list[Path]:

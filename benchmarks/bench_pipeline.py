@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clinical_bert.data import GreyToRGBNormalize, ImageCache, image_transform, load_image, resize_for
+from clinical_bert.images import GreyToRGBNormalize, ImageCache, image_transform, load_image, resize_for
 
 
 def write_films(out: Path, n: int, width: int, height: int, seed: int = 0) -> list[Path]:

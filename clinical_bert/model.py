@@ -20,7 +20,7 @@ from fastcore.basics import patch
 from safetensors.torch import load_model, save_model
 from transformers import BertConfig, BertModel
 
-from .data import GreyToRGBNormalize
+from .images import GreyToRGBNormalize
 from .imm import IMM_LOSSES, SPARSITY, imm_score, imm_scores
 from .generate import generate as beam_search_generate
 from .masks import BI, IGNORE, MLM_WORDS, MMM, PRETRAIN_PROBS, RRG_PROBS, TASK_NAMES, batch_attention_mask

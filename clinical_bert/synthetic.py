@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import MIMIC_FILES, NIH_ENTRY_FILES, NIH_LABELS
+from .formats import MIMIC_FILES, NIH_ENTRY_FILES, NIH_LABELS
 from .synth_anatomy import FINDING_SAMPLERS, PREVALENCE, sample_findings, sample_patient, sample_view
 from .synth_covctr import ct_covid, make_ct_study, render_ct
 from .synth_render import render

@@ -283,7 +283,7 @@ def load(cls, path) -> Vocab:
 
 Vocab.save, Vocab.load = save, load
 
-# %% ../nbs/00_text.ipynb #10dc9b69
+# %% ../nbs/00_text.ipynb #c9329ca6
 OPENI_COLUMNS = ["uid", "findings", "impression", "comparison", "indication", "mesh_major", "mesh_automatic", "images"]
 OPENI_ARCHIVE = "NLMCXR_reports.tgz"
 
@@ -301,7 +301,7 @@ def openi_archive() -> Path:
                                 f"of your copy of the OpenI report archive")
     return path
 
-
+# %% ../nbs/00_text.ipynb #5a47eb79
 def parse_openi_xml(data: bytes) -> dict:
     "One OpenI report (XML bytes) as a dict with the OPENI_COLUMNS keys."
     root = ET.fromstring(data)
@@ -315,7 +315,7 @@ def parse_openi_xml(data: bytes) -> dict:
             "mesh_major": terms("major"), "mesh_automatic": terms("automatic"),
             "images": [p.get("id") for p in root.iter("parentImage") if p.get("id")]}
 
-
+# %% ../nbs/00_text.ipynb #cb85f9f0
 def _openi_members(path: Path):
     "(name, XML bytes) of every .xml report in an archive or a folder."
     if path.is_dir():
@@ -341,7 +341,7 @@ def _openi_members(path: Path):
         raise ValueError(f"{path}: not a readable tar archive ({e}); pass NLMCXR_reports.tgz or its extracted "
                          f"ecgen-radiology folder") from None
 
-
+# %% ../nbs/00_text.ipynb #01d772cf
 def _natural_key(uid: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", uid)]
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from matplotlib.figure import Figure
 
-from .data import resize_for
+from .images import resize_for
 from .imm import SPARSITY, rsa
 from .masks import BI, S2S
 from .mesh import MeshTagger

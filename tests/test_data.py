@@ -1,4 +1,4 @@
-"""Bad input for the real-data loaders (clinical_bert.data), on tiny trees in each official layout.
+"""Bad input for the real-data loaders (clinical_bert.data, reading through .images and .formats), on tiny trees in each official layout.
 
 Structural faults (unknown label value, missing column, duplicate id, missing split) must stop
 with a DataError naming file, row and field; per-sample faults (missing / corrupt image, empty
@@ -13,10 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from clinical_bert.data import (
-    AnnotationDataset, DataError, ImageCache, MimicCxrDataset, NihChestXrayDataset, load_image,
-    ImageDecodeError, skip_none_collate,
-)
+from clinical_bert.data import AnnotationDataset, MimicCxrDataset, NihChestXrayDataset, skip_none_collate
+from clinical_bert.formats import DataError
+from clinical_bert.images import ImageCache, ImageDecodeError, load_image
 from clinical_bert.labeler import CHEXPERT_LABELS
 
 SMALL = dict(size=32, min_count=1, tagger=False)  # tiny images, every word in the vocabulary
@@ -175,7 +174,7 @@ def test_unknown_label_value(tmp_path, value):
 
 def test_real_chexpert_values_are_all_understood():
     import importlib.resources
-    from clinical_bert.data import parse_labels, read_table
+    from clinical_bert.formats import parse_labels, read_table
 
     p = importlib.resources.files("torchxrayvision") / "data" / "chexpert_train.csv.gz"
     y = parse_labels(read_table(p, CHEXPERT_LABELS), CHEXPERT_LABELS, p)
@@ -275,7 +274,7 @@ def test_nih_missing_image_skipped(tmp_path):
 @pytest.mark.parametrize("layout", ["mimic", "iu", "nih"])
 def test_synthetic_layouts_read_back(tmp_path, layout):
     from clinical_bert import synthetic
-    from clinical_bert.data import NIH_LABELS
+    from clinical_bert.formats import NIH_LABELS
 
     synthetic.make_dataset(tmp_path, n=40, seed=0, layout=layout, size=64)
     if layout == "mimic":

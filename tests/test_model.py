@@ -245,7 +245,7 @@ def test_uint8_films_train_as_the_float_pipeline_bit_for_bit():
     "Grey uint8 films (as the data sets yield them) give the float pipeline's losses and gradients exactly."
     from torchvision.transforms import v2
 
-    from clinical_bert.data import IMAGENET_MEAN, IMAGENET_STD
+    from clinical_bert.images import IMAGENET_MEAN, IMAGENET_STD
     ref = v2.Compose([v2.ToImage(), v2.Grayscale(num_output_channels=3), v2.ToDtype(torch.float32, scale=True),
                       v2.Normalize(IMAGENET_MEAN, IMAGENET_STD), v2.ToPureTensor()])  # normalised in the data set
     g = torch.Generator().manual_seed(0)

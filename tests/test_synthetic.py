@@ -210,7 +210,7 @@ def nih_table():
 
 
 def _nih_y(labels_lists):
-    from clinical_bert.data import NIH_LABELS
+    from clinical_bert.formats import NIH_LABELS
     return np.array([[lab in ls for lab in NIH_LABELS] for ls in labels_lists])
 
 
@@ -230,7 +230,8 @@ def test_nih_real_rows_keep_the_tables_label_cooccurrence(nih_table):
 
 
 def test_nih_real_layout_splits_by_patient_with_every_label_in_test(tmp_path):
-    from clinical_bert.data import NIH_LABELS, NihChestXrayDataset
+    from clinical_bert.data import NihChestXrayDataset
+    from clinical_bert.formats import NIH_LABELS
     root = make_dataset(tmp_path / "nih", 240, seed=1, layout="nih", size=64, reports="real")
     entry = pd.read_csv(root / "Data_Entry_2017.csv")
     test = set((root / "test_list.txt").read_text().split())
