@@ -111,8 +111,8 @@ def _fig7(exs: list[Experiment]) -> list[Training]:
 
 PLANS = {  # experiment name -> exs -> the trainings its notebook asks for
     "pretrain": lambda exs: [pretrained(v, exs[0].seed) for v in VARIANTS],
-    "table1_rrg": lambda exs: [rrg(d, i, e.seed) for d in ("iu", "covctr") if exs[0].has_data(d)
-                               for e in exs for i in (FULL, None)],
+    "table1_rrg": lambda exs: [t for d in ("iu", "covctr") if exs[0].has_data(d) for e in exs for i in (FULL, None)
+                               for t in [rrg(d, i, e.seed)] + ([rd(i, e.seed, dataset=d)] if d == "covctr" else [])],
     "table2_mimic": lambda exs: [rrg("mimic", i, e.seed) for e in exs for i in (FULL, None)],
     "table3_rd": lambda exs: [t for e in exs for t in (
         [rd(FULL, e.seed)] + ([rd(rrg("mimic", FULL, e.seed), e.seed, tag="after_rrg_mimic")] if e.has_data("mimic")
