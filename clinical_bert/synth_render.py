@@ -514,7 +514,7 @@ def _ribs(pt, findings, t, A):
     arib = _ss(F32(0.12) - np.abs(fa - 0.5), F32(0.06)) * _ss(lat - au, F32(0.02)) * _ss(au - 0.4 * t.W, F32(0.05)) * ((phia > 1) & (v < dia0))
     A += F32(pt["rib_c"]) * rib * (1 + 0.3 * (1 - t.lung)) + 0.05 * arib
 
-
+# %% ../nbs/02b_synth_render.ipynb #1fe3b07b
 def _silhouette_masks(findings, t):
     "Masks of the findings that change a silhouette: the heart, the upper mediastinum, the hyperinflated lungs."
     v = t.v

@@ -167,7 +167,7 @@ def _atelectasis(w, f, unc):
     w.say("i", w.pick([f"{sd} basilar atelectasis.", f"{'minimal' if f['severity'] == 'mild' else 'subsegmental'} atelectasis at the {sd} lung base."]),
           [(AT, POS)], [f"Pulmonary Atelectasis/base/{sd}"])
 
-
+# %% ../nbs/02c_synth_reports.ipynb #d17549cd
 def _edema(w, f, unc):
     s = f["severity"]
     if unc:

@@ -271,3 +271,19 @@ def test_nih_box_finding_is_drawn_inside_its_box(nih_table):
             s = 128 / 1024
             assert len(ys) > 0 and xs.min() >= x * s - 1 and xs.max() <= (x + w) * s and ys.min() >= y * s - 1 and ys.max() <= (y + h) * s
             assert len(ys) > 0.6 * np.pi / 4 * w * h * s * s                # and fills most of the box's ellipse
+
+
+@pytest.mark.parametrize("text,label,name,side", [
+    ("There is a right basilar airspace opacity.", "Lung Opacity", "lung_opacity", "right"),
+    ("Patchy opacity in the left midlung.", "Lung Opacity", "lung_opacity", "left"),
+    ("A 1.5 cm nodule in the left upper lobe.", "Lung Lesion", "lung_lesion", "left"),
+    ("Right lower lobe mass.", "Lung Lesion", "lung_lesion", "right")])
+def test_iu_real_opacity_and_lesion_reports_are_drawn(text, label, name, side):
+    "A real report's Lung Opacity / Lung Lesion gets a drawn finding (a non-empty mask) on the side it names."
+    from clinical_bert.synth_render import render
+    from clinical_bert.synthetic import make_real_study
+    st = make_real_study(0, 0, dict(uid="CXR0", findings=text, impression="", mesh=[], split="test"), 96)
+    assert st["labels"][label] == 1 and name in st["findings"]
+    m = render(st["pt"], st["findings"], st["views"][0])[1][name]
+    half = slice(48, 96) if side == "left" else slice(0, 48)   # the patient's left is the image's right
+    assert m.any() and m[:, half].sum() > 0.9 * m.sum()
