@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 from clinical_bert.generate import generate
-from clinical_bert.model import ClinicalBert, ClinicalBertConfig
+from clinical_bert.config import ClinicalBertConfig
+from clinical_bert.model import ClinicalBert
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import RANDOM_INIT, resolve_device  # noqa: E402

@@ -95,7 +95,8 @@ def baseline_loss(model, batch):
 
 
 def _setup(preset, variant, device, state=None):
-    from clinical_bert.model import ClinicalBert, ClinicalBertConfig
+    from clinical_bert.config import ClinicalBertConfig
+    from clinical_bert.model import ClinicalBert
 
     B, L, V, _ = SETTINGS[preset]
     torch.manual_seed(0)

@@ -62,7 +62,8 @@ def make_items(cfg, n, L, seed=0):
 
 def build(preset, variant, device, batch=0):
     from clinical_bert.masks import Collator
-    from clinical_bert.model import ClinicalBert, ClinicalBertConfig, ClinicalBertOutput
+    from clinical_bert.config import ClinicalBertConfig
+    from clinical_bert.model import ClinicalBert, ClinicalBertOutput
     from clinical_bert.text import Vocab
 
     B, L, V, _ = SETTINGS[preset]

@@ -19,7 +19,8 @@ from .masks import attention_mask
 from .text import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
 
 if TYPE_CHECKING:  # type hints only: the model imports this module
-    from clinical_bert.model import ClinicalBert, ClinicalBertConfig
+    from clinical_bert.config import ClinicalBertConfig
+    from clinical_bert.model import ClinicalBert
 
 # %% auto #0
 __all__ = ['decoding_mask', 'CachedStep', 'FullStep', 'ngram_ban', 'generate', 'generate_reports', 'generate_dataset']

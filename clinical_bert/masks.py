@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 
 from .text import FIRST_WORD_ID
 
@@ -119,7 +120,7 @@ def mesh_word_ids(vocab,  # text.Vocab (itos, special ids 0-4)
     words = list(vocab.itos)[FIRST_WORD_ID:]
     return [i + FIRST_WORD_ID for i, w in enumerate(words) if tagger.tag([w])[0] == 1]
 
-# %% ../nbs/03_masks.ipynb #83d7f73d
+# %% ../nbs/03_masks.ipynb #aeba3c74
 MODE_PROBS = {"pretrain": PRETRAIN_PROBS, "rrg": RRG_PROBS, "rd": None}  # Collator mode -> default (s2s, bi, MMM) probabilities
 MLM_WORDS = ("non_mesh", "all")  # which words MLM may pick: the non-MeSH ones (pre-training) or every word
 
@@ -128,7 +129,7 @@ def _stream_seed(*xs: int) -> int:
     "One 63-bit seed from non-negative integers, e.g. (seed, epoch, rank, worker) (numpy's SeedSequence)."
     return int(np.random.SeedSequence([int(x) for x in xs]).generate_state(2, np.uint64)[0] >> 1)
 
-
+# %% ../nbs/03_masks.ipynb #56e35efa
 class Collator:
     "Collate data set items into a masked batch (task sampling, MLM / MMM masking, padding)."
 
@@ -179,45 +180,48 @@ class Collator:
             self.generator.manual_seed(_stream_seed(self.seed, self.epoch, self.rank, info.id + 1))
         return self.generator
 
-    def __call__(self, items: list) -> dict | None:
-        kept = [it for it in items if it is not None]
-        if not kept:
-            return None
-        g, v, B = self._gen(), self.vocab, len(kept)
-        images = torch.stack([it["image"] for it in kept])
-        labels = torch.stack([torch.as_tensor(it["labels"], dtype=torch.float) for it in kept])
-        labels = (labels == 1).float()  # U-Zeros (eq. 1): 1 -> 1; 0, -1, NaN -> 0
-        rows, task = [], sample_tasks(B, self.probs, g)
-        for b, it in enumerate(kept):
-            if self.mode == "rd":
-                rows.append((torch.zeros(0, dtype=torch.long),) * 3)
-                continue
-            words = list(it["input_ids"])[:self.max_len]
-            tags = list(it.get("tags") or [0] * len(words))[:len(words)]
-            if len(tags) != len(words):
-                raise ValueError(f"Collator: item {it['id']!r} has {len(words)} input_ids but {len(tags)} tags")
-            ids = torch.tensor(words + [v.sep_id], dtype=torch.long)
-            tg = torch.tensor(tags + [0], dtype=torch.long)
-            if task[b] == MMM and not tg.any():
-                task[b] = S2S  # no MeSH word: fall back to s2s MLM (DESIGN.md section 2)
-            if task[b] == MMM:
-                out, tgt = mask_mmm(ids, tg, v.mask_id, self.mesh_ids, g)
-            else:
-                cand = tg if self.mlm_words == "non_mesh" else torch.zeros_like(tg)  # tag 0 = an MLM candidate
-                out, tgt = mask_mlm(ids, cand, v.mask_id, self.word_ids, g, self.mlm_prob)
-            rows.append((out, tgt, tg))
-        T = max(len(r[0]) for r in rows)
-        text_ids = torch.full((B, T), v.pad_id, dtype=torch.long)
-        targets = torch.full((B, T), IGNORE, dtype=torch.long)
-        tags = torch.zeros(B, T, dtype=torch.long)
-        valid = torch.zeros(B, T, dtype=torch.bool)
-        for b, (out, tgt, tg) in enumerate(rows):
-            n = len(out)
-            text_ids[b, :n], targets[b, :n], tags[b, :n], valid[b, :n] = out, tgt, tg, True
-        word_mask = valid & (torch.arange(T) < valid.sum(1, keepdim=True) - 1)  # drop the final [SEP]
+# %% ../nbs/03_masks.ipynb #64dd2b7a
+@patch
+def __call__(self: Collator, items: list) -> dict | None:
+    "The batch dict of the table above from data set items (`None` items dropped and counted)."
+    kept = [it for it in items if it is not None]
+    if not kept:
+        return None
+    g, v, B = self._gen(), self.vocab, len(kept)
+    images = torch.stack([it["image"] for it in kept])
+    labels = torch.stack([torch.as_tensor(it["labels"], dtype=torch.float) for it in kept])
+    labels = (labels == 1).float()  # U-Zeros (eq. 1): 1 -> 1; 0, -1, NaN -> 0
+    rows, task = [], sample_tasks(B, self.probs, g)
+    for b, it in enumerate(kept):
         if self.mode == "rd":
-            task[:] = BI
-        present = tuple(TASK_NAMES[t] for t in sorted(set(task.tolist())))  # decided here, on the CPU
-        return {"images": images, "text_ids": text_ids, "text_targets": targets, "text_valid": valid,
-                "word_mask": word_mask, "tags": tags, "task": task, "tasks_present": present, "labels": labels,
-                "ids": [it["id"] for it in kept], "n_skipped": len(items) - B}
+            rows.append((torch.zeros(0, dtype=torch.long),) * 3)
+            continue
+        words = list(it["input_ids"])[:self.max_len]
+        tags = list(it.get("tags") or [0] * len(words))[:len(words)]
+        if len(tags) != len(words):
+            raise ValueError(f"Collator: item {it['id']!r} has {len(words)} input_ids but {len(tags)} tags")
+        ids = torch.tensor(words + [v.sep_id], dtype=torch.long)
+        tg = torch.tensor(tags + [0], dtype=torch.long)
+        if task[b] == MMM and not tg.any():
+            task[b] = S2S  # no MeSH word: fall back to s2s MLM (DESIGN.md section 2)
+        if task[b] == MMM:
+            out, tgt = mask_mmm(ids, tg, v.mask_id, self.mesh_ids, g)
+        else:
+            cand = tg if self.mlm_words == "non_mesh" else torch.zeros_like(tg)  # tag 0 = an MLM candidate
+            out, tgt = mask_mlm(ids, cand, v.mask_id, self.word_ids, g, self.mlm_prob)
+        rows.append((out, tgt, tg))
+    T = max(len(r[0]) for r in rows)
+    text_ids = torch.full((B, T), v.pad_id, dtype=torch.long)
+    targets = torch.full((B, T), IGNORE, dtype=torch.long)
+    tags = torch.zeros(B, T, dtype=torch.long)
+    valid = torch.zeros(B, T, dtype=torch.bool)
+    for b, (out, tgt, tg) in enumerate(rows):
+        n = len(out)
+        text_ids[b, :n], targets[b, :n], tags[b, :n], valid[b, :n] = out, tgt, tg, True
+    word_mask = valid & (torch.arange(T) < valid.sum(1, keepdim=True) - 1)  # drop the final [SEP]
+    if self.mode == "rd":
+        task[:] = BI
+    present = tuple(TASK_NAMES[t] for t in sorted(set(task.tolist())))  # decided here, on the CPU
+    return {"images": images, "text_ids": text_ids, "text_targets": targets, "text_valid": valid,
+            "word_mask": word_mask, "tags": tags, "task": task, "tasks_present": present, "labels": labels,
+            "ids": [it["id"] for it in kept], "n_skipped": len(items) - B}

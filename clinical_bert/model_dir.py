@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from .distributed import unwrap
-from .model import ClinicalBert, ClinicalBertConfig, wordpiece_mean
+from .config import ClinicalBertConfig
+from .model import ClinicalBert, wordpiece_mean
 from .text import Vocab
 
 # %% auto #0

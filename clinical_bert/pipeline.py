@@ -19,7 +19,7 @@ from fastcore.basics import patch
 import pandas as pd
 
 from .formats import DATASET_SPECS, DataError, dataset_spec
-from .model import ABLATION_LABELS, ABLATIONS, ClinicalBertConfig
+from .config import ABLATION_LABELS, ABLATIONS, ClinicalBertConfig
 from .model_dir import shipped_bert
 from .recipe import decode_len, recipe_key, run_size, train_config
 from .splits import load_splits

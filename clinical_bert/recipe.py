@@ -20,7 +20,7 @@ from .data import RadiographDataset
 from .formats import DATASET_SPECS, DataError, dataset_spec
 from .images import resize_for
 from .distributed import dist_info
-from .model import ClinicalBertConfig
+from .config import ClinicalBertConfig
 from .optim import TrainConfig
 
 # %% auto #0

@@ -212,7 +212,8 @@ def _parse_extra(items: list[str]) -> dict:
 
 def check_weights(preset: str) -> None:
     "Fail before any notebook runs when the preset's starting weights (ImageNet DenseNet121, BERT) are missing."
-    from clinical_bert.model import ClinicalBertConfig, backbone_state_dict
+    from clinical_bert.config import ClinicalBertConfig
+    from clinical_bert.model import backbone_state_dict
     from clinical_bert.model_dir import check_bert, resolve_bert
 
     cfg = ClinicalBertConfig.preset(preset)

@@ -19,7 +19,8 @@ import torch.distributed as dist
 from .distributed import dist_info, init_distributed
 from .learner import Learner, pick_device
 from .masks import Collator
-from .model import BACKBONE_ENV, FINETUNE_VOCABS, ClinicalBert, ClinicalBertConfig, backbone_state_dict
+from .config import FINETUNE_VOCABS, ClinicalBertConfig
+from .model import BACKBONE_ENV, ClinicalBert, backbone_state_dict
 from .model_dir import build_model, check_bert, load_model, read_config, resolve_bert, to_data_vocab
 from .optim import TrainConfig
 from .recipe import RUN_SIZES, num_threads, run_size, train_config
@@ -273,7 +274,7 @@ def _parser(stage: str) -> argparse.ArgumentParser:
                     f"(${BACKBONE_ENV}, torch's hub cache, or a download), a DenseNet121 weights file, or 'none' "
                     "(random); default: the preset's (paper: imagenet, as the paper; small, tiny: none)")
     if stage == "pretrain":
-        from clinical_bert.model import ABLATIONS
+        from clinical_bert.config import ABLATIONS
         ap.add_argument("--variant", default="cd_mmm_imm", choices=tuple(ABLATIONS), help="Table 4 variant")
         ap.add_argument("--imm-k", type=int, default=None, help="K regions kept per word (eq. 6), >= 1")
     if stage == "rrg":

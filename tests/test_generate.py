@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from clinical_bert.generate import generate, generate_reports
-from clinical_bert.model import ClinicalBert, ClinicalBertConfig
+from clinical_bert.config import ClinicalBertConfig
+from clinical_bert.model import ClinicalBert
 from clinical_bert.text import SEP_ID, Vocab
 
 
@@ -95,7 +96,7 @@ def test_model_generate_method_and_import_direction():
     # generate is a decoder the model imports; it names the model for type hints only (TYPE_CHECKING)
     code = ("import sys, torch; import clinical_bert.generate; "
             "assert 'clinical_bert.model' not in sys.modules, 'generate imports the model'; "
-            "from clinical_bert.model import ClinicalBert, ClinicalBertConfig; "
+            "from clinical_bert.config import ClinicalBertConfig; from clinical_bert.model import ClinicalBert; "
             "m = ClinicalBert(ClinicalBertConfig.tiny(vocab_size=30)); "
             "out = m.generate(torch.randn(2, 3, 64, 64), beam_size=2, max_len=4); "
             "assert len(out) == 2 and all(len(r) <= 4 for r in out), out; print('ok')")

@@ -201,7 +201,8 @@ def test_clinical_bert_with_collator_resumes_bit_exact(tmp_path):
     "The real model (tiny preset) and masks.Collator through the loop: a crash at step 3 and a resume give the same weights."
     from clinical_bert.learner import Learner
     from clinical_bert.masks import Collator
-    from clinical_bert.model import ClinicalBert, ClinicalBertConfig
+    from clinical_bert.config import ClinicalBertConfig
+    from clinical_bert.model import ClinicalBert
     from clinical_bert.optim import TrainConfig
     from clinical_bert.text import Vocab
     words = "the heart is normal no pleural effusion pneumothorax lungs are clear mild cardiomegaly opacity".split()

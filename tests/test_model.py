@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 
 from clinical_bert.learner import count_syncs
 from clinical_bert.masks import MMM, S2S, Collator
-from clinical_bert.model import ABLATIONS, ClinicalBert, ClinicalBertConfig, overfit
+from clinical_bert.config import ABLATIONS, ClinicalBertConfig
+from clinical_bert.model import ClinicalBert, overfit
 from clinical_bert.text import Vocab
 
 MESH = {"effusion", "cardiomegaly", "pneumothorax", "opacity", "atelectasis", "edema"}

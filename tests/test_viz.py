@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from clinical_bert import viz
-from clinical_bert.model import ClinicalBert, ClinicalBertConfig
+from clinical_bert.config import ClinicalBertConfig
+from clinical_bert.model import ClinicalBert
 
 
 def _mask(grid_cells, grid=4, px=8):
