@@ -218,3 +218,31 @@ def test_two_seeds_give_mean_and_sd(spec):
     models = Path(spec.runs_dir) / "models"
     assert [p.name.split("-synthetic")[0] for p in sorted(models.glob("tiny-seed1-data0-*"))] == ["tiny-seed1-data0"]
     assert (Path(spec.runs_dir) / "table2_mimic" / "seed1" / "clinical_bert" / "reports.csv").is_file()
+
+
+def test_fig6_on_films_without_masks(tmp_path):
+    "Real films carry no finding masks: Figure 6 still draws its maps and writes no scores (it crashed before)."
+    from clinical_bert.synthetic import make_dataset
+    root = make_dataset(tmp_path / "data" / "mimic", 160, 0, "mimic", size=73)  # the tiny benchmark's size: a val split
+    for p in root.rglob("*_masks.npz"):
+        p.unlink()
+    nb = next(nb for nb in NOTEBOOKS if exp_name(nb) == "fig6_attention")
+    spec = RunSpec(preset="tiny", data_dir=str(tmp_path / "data"), runs_dir=str(tmp_path / "runs"),
+                   figures_dir=str(tmp_path / "figures"))
+    run_notebook(nb, spec)
+    metrics = json.loads((tmp_path / "runs" / "fig6_attention" / "metrics.json").read_text())
+    assert metrics["n_studies"] >= 1 and metrics["scores"] == {}, metrics
+    assert (tmp_path / "figures" / "fig6_attention" / "fig6_attention_0.png").is_file()
+    assert not (tmp_path / "figures" / "fig6_attention" / "fig6_scores.md").exists()
+
+
+def test_fig6_reads_masks_under_a_data_folder(tmp_path):
+    "A synthetic layout passed as --data keeps its masks: Figure 6 scores against them."
+    from clinical_bert.synthetic import make_dataset
+    make_dataset(tmp_path / "data" / "mimic", 160, 0, "mimic", size=73)  # the tiny benchmark's size: a val split
+    nb = next(nb for nb in NOTEBOOKS if exp_name(nb) == "fig6_attention")
+    spec = RunSpec(preset="tiny", data_dir=str(tmp_path / "data"), runs_dir=str(tmp_path / "runs"),
+                   figures_dir=str(tmp_path / "figures"))
+    run_notebook(nb, spec)
+    metrics = json.loads((tmp_path / "runs" / "fig6_attention" / "metrics.json").read_text())
+    assert CHECKS["fig6_attention"](metrics) and metrics["scores"], metrics
