@@ -1,4 +1,4 @@
-"""Speed-up of the preprocessing cache (clinical_bert.data.ImageCache) over decoding the source images.
+"""Speed-up of the preprocessing cache (clinical_bert.images.ImageCache) over decoding the source images.
 
 Usage: python benchmarks/bench_cache.py [--n 48] [--side 1024] [--size 224] [--epochs 2]
 

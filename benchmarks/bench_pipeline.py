@@ -5,10 +5,10 @@ Usage: python benchmarks/bench_pipeline.py [--n 8] [--width 2500] [--height 3000
 
 One process, one torch thread: what one worker does for one pre-training sample, timed per source
 (best of --repeats passes over --n synthetic films of width x height, the size of a MIMIC-CXR JPEG):
-  (a) memory-mapped cache (data.ImageCache): read the resized uint8 copy, random crop (the model normalises on the device);
+  (a) memory-mapped cache (images.ImageCache): read the resized uint8 copy, random crop (the model normalises on the device);
   (b) full-size JPEG (data.load_image(path)): decode, resize, random crop;
   (c) the same JPEG through the loaders' path, data.load_image(path, size): PIL's draft mode lets the decoder
-      scale by 1/2, 1/4 or 1/8 (the smallest scale whose shorter side is >= data.resize_for(size)), so far
+      scale by 1/2, 1/4 or 1/8 (the smallest scale whose shorter side is >= images.resize_for(size)), so far
       fewer pixels are produced and resized;
   (d) the Collator (masks.Collator, pre-training mode, --batch items of --words words): its cost per sample.
 Printed per image source: ms per sample, samples/s per worker (the image plus its share of collation)

@@ -155,7 +155,7 @@ def _check_images(model: ClinicalBert, images) -> None:
     if views != c.n_views or not (grey or rgb) or images.shape[-2:] != (c.image_size, c.image_size):
         raise ValueError(f"generate: images of shape {tuple(images.shape)} ({images.dtype}), but this model reads {want} "
                          f"(config.n_views={c.n_views}, config.image_size={c.image_size}); transform them "
-                         "with data.image_transform(config.image_size) and stack the views")
+                         "with images.image_transform(config.image_size) and stack the views")
 
 
 def _check_args(beam_size, max_len, min_len, length_penalty, no_repeat_ngram) -> None:

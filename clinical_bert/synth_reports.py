@@ -330,7 +330,7 @@ NIH_NOT_PRODUCED = ("Fibrosis", "Hernia")  # NIH labels no drawn finding gives (
 
 
 def nih_findings_labels(findings: dict) -> list[str]:
-    "NIH ChestX-ray14 labels of a study's drawn findings, in `data.NIH_LABELS` order (Infiltration = patchy air-space opacity or edema; Mass / Nodule by lesion size)."
+    "NIH ChestX-ray14 labels of a study's drawn findings, in `formats.NIH_LABELS` order (Infiltration = patchy air-space opacity or edema; Mass / Nodule by lesion size)."
     out = {NIH_FROM[k] for k in findings if k in NIH_FROM}
     if "pneumonia" in findings or "edema" in findings or "lung_opacity" in findings:
         out.add("Infiltration")
