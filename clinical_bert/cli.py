@@ -14,7 +14,7 @@ __all__ = ['COMMANDS', 'DEBUG_ENV', 'USER_ERRORS', 'usage', 'resolve', 'main']
 # %% ../nbs/10_cli.ipynb #f37c7dfa
 COMMANDS = {  # name -> (module:function, one-line help)
     "synth": ("clinical_bert.synthetic:main", "write the synthetic chest-radiograph benchmark in a real data set layout"),
-    "label": ("clinical_bert.labeler:main", "label a CSV of reports with the offline CheXpert-style labeler"),
+    "label": ("clinical_bert.label_eval:main", "label a CSV of reports with the offline CheXpert-style labeler"),
     "recipe": ("clinical_bert.recipe:main", "print a preset's settings beside the paper's, with each difference marked"),
     "pretrain": ("clinical_bert.train:pretrain_main", "pre-train Clinical-BERT (CD, MMM, MLM s2s + bi, IMM)"),
     "finetune-rrg": ("clinical_bert.train:rrg_main", "fine-tune for radiograph report generation"),

@@ -5,13 +5,11 @@
 # %% ../nbs/01a_labeler.ipynb #d929ef33
 from __future__ import annotations
 
-import argparse
 import bisect
 import importlib.resources
 import itertools
 import math
 import re
-import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,22 +20,18 @@ from typing import NamedTuple
 import pandas as pd
 
 # %% auto #0
-__all__ = ['CHEXPERT_LABELS', 'ORIGINAL_COLUMNS', 'POSITIVE', 'NEGATIVE', 'UNCERTAIN', 'EXTRA_MENTIONS', 'EXTRA_UNMENTIONS',
-           'EXTRA_KEEP', 'EXTRA_HEART_PLACES', 'TERMINATORS', 'FINITE', 'VERBS', 'DETERMINERS', 'NP_BREAKS',
-           'HEART_WORDS', 'TRANSITIVE', 'FAMILIES', 'NO_PSEUDO', 'HEDGES', 'RULES', 'EXTENDED_CHANGES',
-           'EXTENDED_RULES', 'HEART_FINDING', 'CALCIFIED_LESION', 'NOT_CALCIFIED', 'ENGLISH_CUES', 'MESH_TO_CHEXPERT',
-           'NOT_FINDINGS', 'CALCIFIED', 'assets_dir', 'load_phrases', 'heart_unmentions', 'normalize', 'sentences',
-           'Phrases', 'default_phrases', 'Sentence', 'tokenize', 'scope_allows', 'scope_allows_ext', 'Rule', 'Triggers',
-           'classify', 'label_sentence', 'aggregate', 'label_report', 'label_reports', 'main', 'mesh_targets',
-           'agreement']
+__all__ = ['CHEXPERT_LABELS', 'POSITIVE', 'NEGATIVE', 'UNCERTAIN', 'EXTRA_MENTIONS', 'EXTRA_UNMENTIONS', 'EXTRA_KEEP',
+           'EXTRA_HEART_PLACES', 'TERMINATORS', 'FINITE', 'VERBS', 'DETERMINERS', 'NP_BREAKS', 'HEART_WORDS',
+           'TRANSITIVE', 'FAMILIES', 'NO_PSEUDO', 'HEDGES', 'RULES', 'EXTENDED_CHANGES', 'EXTENDED_RULES',
+           'HEART_FINDING', 'CALCIFIED_LESION', 'NOT_CALCIFIED', 'ENGLISH_CUES', 'assets_dir', 'load_phrases',
+           'heart_unmentions', 'normalize', 'sentences', 'Phrases', 'default_phrases', 'Sentence', 'tokenize',
+           'scope_allows', 'scope_allows_ext', 'Rule', 'Triggers', 'classify', 'label_sentence', 'aggregate',
+           'label_report', 'label_reports']
 
 # %% ../nbs/01a_labeler.ipynb #b0e6c256
 CHEXPERT_LABELS = ["No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
                    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
                    "Fracture", "Support Devices"]
-ORIGINAL_COLUMNS = ["Reports", "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity",
-                    "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
-                    "Pleural Other", "Fracture", "Support Devices"]  # the column order of the original's output CSV
 POSITIVE, NEGATIVE, UNCERTAIN = 1.0, 0.0, -1.0
 
 # %% ../nbs/01a_labeler.ipynb #9fbb015c
@@ -88,7 +82,7 @@ def sentences(text: str) -> list[str]:
     "Sentences of a normalised report."
     return [s for s in _SENTENCE_END.split(text) if s.strip()]
 
-# %% ../nbs/01a_labeler.ipynb #678d1c1f
+# %% ../nbs/01a_labeler.ipynb #127e90d9
 EXTRA_MENTIONS = {  # project extensions: findings the original lists miss (each checked for false positives on IU X-Ray)
     "Support Devices": [" stent", "stimulator", "monitor lead", "monitoring lead",  # coronary stents, nerve / spinal stimulators, ECG leads
                         "pacing lead", "pacer lead", "generator",  # a pacemaker / ICD generator and its leads ("cardiac XXXX generator")
@@ -117,7 +111,7 @@ EXTRA_HEART_PLACES = ["behind the", "posterior to the", "anterior to the", "adja
                       "projecting over the", "projects over the", "between the", "along the", "beneath the", "below the",
                       "above the"]  # more positions than the original's "over / overly / in the": a place, not the heart's size
 
-
+# %% ../nbs/01a_labeler.ipynb #9e9986ce
 class _Spans:
     "Character spans sorted by start, with the running maximum of their ends: overlap and containment tests in log time."
     def __init__(self, spans):  # (start, end) pairs, any order
@@ -133,7 +127,7 @@ class _Spans:
     def overlaps(self, s: int, e: int) -> bool: return self.reach_before(e) > s  # some span meets [s, e)
     def contains(self, s: int, e: int) -> bool: return self.reach_before(s, True) >= e  # some span holds all of [s, e)
 
-
+# %% ../nbs/01a_labeler.ipynb #1405730f
 class Phrases:
     "The mention and unmention phrase lists of the 14 observations, compiled."
     def __init__(self, root=None,  # a folder with phrases/mention and phrases/unmention; None: shipped copy
@@ -180,7 +174,7 @@ def default_phrases() -> Phrases:
     "The shipped phrase lists, compiled once."
     return Phrases()
 
-# %% ../nbs/01a_labeler.ipynb #9c1d584b
+# %% ../nbs/01a_labeler.ipynb #d0b70a8c
 _TOKEN = re.compile(r"[a-z0-9]+(?:['\-][a-z0-9]+)*|[^\sa-z0-9]")
 _words = lambda s: frozenset(s.split("|"))
 TERMINATORS = _words(";|:|but|however|although|though|which|who|whose|whereas|while|except|aside|apart|yet|"
@@ -213,7 +207,7 @@ def tokenize(text: str) -> Sentence:
         pos += len(m.group()) + 1
     return Sentence(toks, starts, ends, " ".join(toks), offsets)
 
-
+# %% ../nbs/01a_labeler.ipynb #22c67b6b
 def scope_allows(toks: Sequence[str], scope: str) -> bool:
     "May a trigger reach a mention across the words `toks` between them, under `scope`?"
     if scope == "clause":
@@ -286,20 +280,8 @@ class Rule:
 
 FAMILIES = ("pre_negation_uncertainty", "negation", "post_negation_uncertainty")  # the original's order
 
-# %% ../nbs/01a_labeler.ipynb #115fb232
-_CHANGE = (r"(?:interval |significant |substantial |appreciable |definite |acute )?"
-           r"(?:change|changes|increase|decrease|worsening|improvement|progression|enlargement)")
-NO_PSEUDO = (rf"no {_CHANGE}|not {_CHANGE}|without {_CHANGE}|no new|no longer|not only|not (?:be )?(?:excluded|ruled out)|"
-             r"not (?:well|clearly|entirely|completely) \S+|not appreciated|no evidence to rule out")  # "no" that does not negate
-HEDGES = (r"possible|possibly|presumably|probable|questionable|suspect|suspected|suspicious(?: for)?|suspicion (?:for|of)|"
-          r"question(?: of)?|questioned|suggestion of|favor|favors|favored|favoring|consider|considered|concern for|"
-          r"concerning for|worrisome for|maybe|secondary to|(?:may|could|would|might|can|possibly) (?:be )?(?:due|related) to|"
-          r"compatible with|differential (?:diagnosis |considerations? )?(?:includes?|including|would include)|"
-          r"correlat\S* clinically for|clinical correlation for|correlation for symptoms of|"
-          r"(?:may|could|would|might|can|possibly) (?:represent|reflect|indicate|include)")
-
-RULES = [
-    # pre-negation uncertainty: matched first, so that "cannot exclude" and "no new" are not read as negations
+# %% ../nbs/01a_labeler.ipynb #5e8a1638
+_PRE_NEGATION = [  # the original's pre_negation_uncertainty patterns
     Rule("U-cannot-exclude", "pre_negation_uncertainty",
          r"(?:cannot|can not|could not|can't|unable to|difficult to) (?:be )?(?:exclude|excluded|rule out|ruled out)|"
          r"no evidence to rule out", "both", "clause", 12,
@@ -308,7 +290,15 @@ RULES = [
          "bwd", "pred", 8, "XXX is not excluded"),
     Rule("U-no-new", "pre_negation_uncertainty", r"no (?:definite |other )?new", "fwd", "neg", 8,
          "no new XXX; no new area of XXX"),
-    # negation
+]
+
+# %% ../nbs/01a_labeler.ipynb #adac0848
+_CHANGE = (r"(?:interval |significant |substantial |appreciable |definite |acute )?"
+           r"(?:change|changes|increase|decrease|worsening|improvement|progression|enlargement)")
+NO_PSEUDO = (rf"no {_CHANGE}|not {_CHANGE}|without {_CHANGE}|no new|no longer|not only|not (?:be )?(?:excluded|ruled out)|"
+             r"not (?:well|clearly|entirely|completely) \S+|not appreciated|no evidence to rule out")  # "no" that does not negate
+
+_NEGATION = [  # the original's negation patterns
     Rule("N-no", "negation",
          r"no|not|without|negative for|free of|absence of|absent|none|neither|nor|rather than|instead of|but not|lack of|"
          r"resolution of|resolved|disappearance of|removal of|removed|drainage of|history of|clear of|clearing of|"
@@ -329,7 +319,17 @@ RULES = [
          "XXX is previously demonstrated; XXX with interval resolution", unless=r"not (?:well|clearly) \S+"),
     Rule("N-silhouette-obscured", "negation", r"obscur\S*", "both", "clause", 8,
          "({lemma:/silhouette/} > {} {}) < {dependency:/dobj|nsubj/} {lemma:/obscure/}", terms=r"silhouettes?"),
-    # post-negation uncertainty
+]
+
+# %% ../nbs/01a_labeler.ipynb #03ad7a8d
+HEDGES = (r"possible|possibly|presumably|probable|questionable|suspect|suspected|suspicious(?: for)?|suspicion (?:for|of)|"
+          r"question(?: of)?|questioned|suggestion of|favor|favors|favored|favoring|consider|considered|concern for|"
+          r"concerning for|worrisome for|maybe|secondary to|(?:may|could|would|might|can|possibly) (?:be )?(?:due|related) to|"
+          r"compatible with|differential (?:diagnosis |considerations? )?(?:includes?|including|would include)|"
+          r"correlat\S* clinically for|clinical correlation for|correlation for symptoms of|"
+          r"(?:may|could|would|might|can|possibly) (?:represent|reflect|indicate|include)")
+
+_POST_NEGATION = [  # the original's post_negation_uncertainty patterns
     Rule("U-stable-heart", "post_negation_uncertainty",
          r"stable|unchanged|not changed|no (?:interval |significant )?change(?: in| of)?|"
          r"similar to (?:the )?(?:prior|previous)\S*|(?:stable|unchanged) appearance of", "both", "mod", 6,
@@ -365,6 +365,7 @@ RULES = [
          r"vascular congestion|pulmonary congestion|indistinctness|vascular prominence", "self", "clause", 0,
          "vascular congestion; pulmonary congestion; indistinctness; vascular prominence"),
 ]
+RULES = _PRE_NEGATION + _NEGATION + _POST_NEGATION
 
 # %% ../nbs/01a_labeler.ipynb #d14d118e
 def _replace(rule: Rule, **changes) -> Rule:
@@ -551,102 +552,3 @@ def label_reports(reports: Iterable[str | None],  # raw report texts
     df = pd.DataFrame(rows, columns=CHEXPERT_LABELS, dtype=float)
     df.attrs["unlabelled"] = dict(skipped)
     return df
-
-# %% ../nbs/01a_labeler.ipynb #7082327a
-def main(argv: Sequence[str] | None = None) -> int:
-    "Command line: label a CSV of reports (one per row, no header) and write the labelled CSV."
-    ap = argparse.ArgumentParser(prog="clinical-bert label",
-                                 description="Label a CSV of radiology reports with the offline CheXpert-style labeler.")
-    ap.add_argument("--reports_path", required=True, help="CSV with one report per row in the first column, no header")
-    ap.add_argument("--output_path", default="labeled_reports.csv", help="where to write the labelled CSV")
-    a = ap.parse_args(argv)
-    path = Path(a.reports_path)
-    if not path.is_file(): raise SystemExit(f"clinical-bert label: {path}: no such file; pass a CSV of reports")
-    with path.open("rb") as f:
-        if b"\x00" in f.read(1 << 16):  # text files hold no NUL bytes: an image, a spreadsheet, a model given by mistake
-            raise SystemExit(f"clinical-bert label: {path} is a binary file, not a CSV of reports; "
-                             "pass a UTF-8 text CSV with one report per row, no header")
-    try:
-        reports = pd.read_csv(path, header=None, dtype=str, keep_default_na=False, encoding="utf-8").iloc[:, 0]
-    except pd.errors.EmptyDataError:
-        raise SystemExit(f"clinical-bert label: {path} is empty; expected one report per row") from None
-    except UnicodeDecodeError as e:  # binary, or text in another encoding
-        raise SystemExit(f"clinical-bert label: {path} is not UTF-8 text (byte {e.start} is {e.object[e.start:e.start + 1]!r}); "
-                         "pass a CSV of reports saved as UTF-8, one report per row, no header") from None
-    except pd.errors.ParserError as e:
-        raise SystemExit(f"clinical-bert label: {path} is not a readable CSV ({' '.join(str(e).split())}); "
-                         "pass one report per row in the first column, quoted if it holds commas") from None
-    labels = label_reports(reports.tolist())
-    out = pd.concat([reports.rename("Reports").reset_index(drop=True), labels], axis=1)[ORIGINAL_COLUMNS]
-    out.to_csv(a.output_path, index=False)
-    n_blank = sum(labels.attrs["unlabelled"].values())
-    print(f"labelled {len(out)} reports -> {a.output_path}" + (f" ({labels.attrs['unlabelled']} left blank)" if n_blank else ""))
-    return 0
-
-# %% ../nbs/01a_labeler.ipynb #79f90cc7
-MESH_TO_CHEXPERT = {  # CheXpert observation -> IU X-Ray MeSH major headings (first part) that state it
-    "No Finding": ["normal"],  # or device headings only (see mesh_targets)
-    "Cardiomegaly": ["Cardiomegaly/-borderline", "Cardiac Shadow/enlarged/-borderline"],  # an enlarged cardiac shadow is cardiomegaly; borderline is not (CheXpert: uncertain)
-    "Lung Lesion": ["Nodule", "Mass", "Cavitation", "Opacity/round",  # a round opacity / density is how nodular ones are coded;
-                    "Density/round"],  # CheXpert's "cavitary lesion" is a lesion; calcified nodules are not (mesh_targets)
-    "Edema": ["Pulmonary Edema"],
-    "Consolidation": ["Consolidation"],
-    "Pneumonia": ["Pneumonia"],
-    "Atelectasis": ["Pulmonary Atelectasis"],
-    "Pneumothorax": ["Pneumothorax", "Hydropneumothorax", "Hemopneumothorax"],
-    "Pleural Effusion": ["Pleural Effusion", "Hydropneumothorax"],
-    "Fracture": ["Fractures, Bone"],
-    "Support Devices": ["Catheters, Indwelling", "Implanted Medical Device", "Medical Device", "Tube, Inserted", "Stents"],
-}
-
-
-NOT_FINDINGS = {"Surgical Instruments", "Sutures", "Technical Quality of Image Unsatisfactory"}  # no pathology: No Finding may hold
-CALCIFIED = {"Calcinosis", "Calcified Granuloma"}  # a nodule coded with one of these at its place is calcified
-
-
-def _heading_matches(parts: list[str], entry: str) -> bool:
-    "Does the heading `parts` (head, qualifiers) match `entry` ('Head/qual/-absent qual')?"
-    head, *quals = entry.split("/")
-    need, absent = {q for q in quals if not q.startswith("-")}, {q[1:] for q in quals if q.startswith("-")}
-    return parts[0] == head and need <= set(parts[1:]) and not absent & set(parts[1:])
-
-
-def _calcified(parts: list[str], all_parts: list[list[str]]) -> bool:
-    "Is the nodule / round density `parts` coded as calcified (a Calcinosis heading at the same place)?"
-    q = set(parts[1:])
-    return any(c[0] in CALCIFIED and (set(c[1:]) <= q or q <= set(c[1:])) and bool(q) == bool(c[1:]) for c in all_parts)
-
-
-def mesh_targets(mesh_major: Iterable[Sequence[str]]) -> pd.DataFrame:
-    "1 / 0 per MESH_TO_CHEXPERT observation from each report's MeSH major headings; NaN rows for 'No Indexing'."
-    devices = set(MESH_TO_CHEXPERT["Support Devices"])
-    rows = []
-    for m in mesh_major:
-        parts = [[p.strip() for p in h.split("/")] for h in m]
-        heads = {p[0] for p in parts}
-        if not heads or heads == {"No Indexing"}:
-            rows.append({obs: math.nan for obs in MESH_TO_CHEXPERT}); continue
-        row = {obs: float(any(_heading_matches(p, e) for p in parts for e in hs)) for obs, hs in MESH_TO_CHEXPERT.items()}
-        row["Lung Lesion"] = float(any(_heading_matches(p, e) and not (p[0] != "Mass" and _calcified(p, parts))
-                                       for p in parts for e in MESH_TO_CHEXPERT["Lung Lesion"]))  # CheXpert unmentions calcified nodules
-        row["No Finding"] = float("normal" in heads or heads <= devices | NOT_FINDINGS)  # CheXpert's No Finding allows devices
-        rows.append(row)
-    return pd.DataFrame(rows, columns=list(MESH_TO_CHEXPERT))
-
-
-def agreement(targets: pd.DataFrame,  # 1 / 0 reference per observation (mesh_targets); NaN rows are left out
-              labels: pd.DataFrame,  # label_reports output for the same reports
-             ) -> pd.DataFrame:
-    "Per-observation support, precision, recall and F1 of labeler positive (value 1) against `targets`, with a macro row."
-    rows = []
-    for obs in targets.columns:
-        known = targets[obs].notna().to_numpy()
-        y, p = targets[obs].to_numpy()[known] == 1, labels[obs].to_numpy()[known] == POSITIVE
-        tp = int((y & p).sum())
-        prec = tp / p.sum() if p.sum() else 0.0
-        rec = tp / y.sum() if y.sum() else 0.0
-        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-        rows.append((obs, int(y.sum()), int(p.sum()), prec, rec, f1))
-    t = pd.DataFrame(rows, columns=["observation", "MeSH", "labeler", "precision", "recall", "F1"]).set_index("observation")
-    t.loc["macro"] = [t["MeSH"].sum(), t["labeler"].sum(), t["precision"].mean(), t["recall"].mean(), t["F1"].mean()]
-    return t

@@ -5,8 +5,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from clinical_bert import labeler
-from clinical_bert.labeler import CHEXPERT_LABELS, ORIGINAL_COLUMNS, label_report, label_reports
+from clinical_bert import label_eval, labeler
+from clinical_bert.label_eval import ORIGINAL_COLUMNS
+from clinical_bert.labeler import CHEXPERT_LABELS, label_report, label_reports
 
 EXAMPLES = Path(str(labeler.assets_dir() / "examples"))
 
@@ -40,7 +41,7 @@ def test_command_line_with_blank_rows(tmp_path):
     src = tmp_path / "r.csv"
     src.write_text('"No pneumothorax."\n""\n"Derrame pleural."\n')
     out = tmp_path / "o.csv"
-    assert labeler.main(["--reports_path", str(src), "--output_path", str(out)]) == 0
+    assert label_eval.main(["--reports_path", str(src), "--output_path", str(out)]) == 0
     df = pd.read_csv(out)
     assert len(df) == 3 and df.loc[0, "Pneumothorax"] == 0 and df.loc[0, "No Finding"] == 1
     assert df.loc[1:, CHEXPERT_LABELS].isna().all().all()
@@ -113,7 +114,7 @@ def test_command_line_on_a_binary_or_non_utf8_file_names_it(tmp_path, capsys, na
     src = tmp_path / name
     src.write_bytes(data)
     with pytest.raises(SystemExit) as e:
-        labeler.main(["--reports_path", str(src), "--output_path", str(tmp_path / "o.csv")])
+        label_eval.main(["--reports_path", str(src), "--output_path", str(tmp_path / "o.csv")])
     msg = str(e.value)
     assert f"{src} {says}" in msg and "UTF-8" in msg and "\n" not in msg
     assert not (tmp_path / "o.csv").exists()
