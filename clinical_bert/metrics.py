@@ -130,7 +130,7 @@ def bleu_from_stats(sums: np.ndarray,  # (..., 10) summed `bleu_stats` (one row 
     bp = np.where(ratio < 1, np.exp(1 - 1 / np.minimum(ratio, 1)), 1.0)  # brevity penalty
     return bleu * bp[..., None]
 
-# %% ../nbs/09_metrics.ipynb #767606bc
+# %% ../nbs/09_metrics.ipynb #3738e34d
 def _not_one_string(x, what: str, fn: str):
     "Refuse a bare string where a list of reports is expected (it would be scored character by character)."
     if isinstance(x, (str, bytes)):
@@ -148,7 +148,7 @@ def _as_ref_lists(refs) -> list[list[str]]:
         out.append(r)
     return out
 
-
+# %% ../nbs/09_metrics.ipynb #8505a006
 def nlg_scores(refs: Sequence[str] | Sequence[Sequence[str]],  # one reference per report, or a list of references per report
                hyps: Sequence[str],  # one generated report per report
                meteor: bool = True,  # False skips METEOR (about 10 s to start); the key is then absent
@@ -193,7 +193,7 @@ def nlg_samples(refs: Sequence[str] | Sequence[Sequence[str]],  # as `nlg_scores
     out["ROUGE_L"], out["CIDEr"] = float(rouge), float(cider)
     return out, {k: np.asarray(v, dtype=float) for k, v in per.items()}
 
-
+# %% ../nbs/09_metrics.ipynb #3ed8a628
 def _meteor_score(gts, res) -> tuple[float, list[float]]:
     "Corpus METEOR and the segment scores through the shared process; a failed call closes that process and says why."
     m = meteor_scorer()
@@ -363,7 +363,7 @@ def ce_from_stats(sums: np.ndarray,  # (..., 3L + 3) `ce_stats` summed over repo
         out.update({f"ce_precision/{name}": p[..., i], f"ce_recall/{name}": r[..., i], f"ce_f1/{name}": f[..., i]})
     return out
 
-# %% ../nbs/09_metrics.ipynb #2a2ea739
+# %% ../nbs/09_metrics.ipynb #a76dc22d
 class CI(NamedTuple):
     "A score with its bootstrap interval."
     point: float
@@ -385,7 +385,7 @@ def resample_counts(n: int,  # number of samples
         out[r0:r0 + r] = np.bincount(idx.ravel(), minlength=r * n).reshape(r, n)
     return out
 
-
+# %% ../nbs/09_metrics.ipynb #d1e93929
 def _replicates(x, statistic, counts):
     "The statistic on the full sample and on each resample (`counts` from `resample_counts`)."
     x = np.asarray(x, dtype=float)
@@ -414,7 +414,7 @@ def bootstrap_ci(x,  # (N,) per-sample values, or (N, K) per-sample statistics t
     x = np.asarray(x, dtype=float)
     return _ci(*_replicates(x, statistic, resample_counts(len(x), n_resamples, seed)), level)
 
-
+# %% ../nbs/09_metrics.ipynb #673a411b
 TIE = 1e-6  # differences smaller than this are ties (BLEU's 1e-15 / 1e-9 guards give 1e-11 "scores" to nothing)
 
 

@@ -155,7 +155,7 @@ def read_pairs_json(path) -> pd.DataFrame:
         rows.append((str(item.get("id", k)), _first(item[ref]), _first(item[hyp])))
     return _frame(*zip(*rows))
 
-# %% ../nbs/09d_score.ipynb #09e91e16
+# %% ../nbs/09d_score.ipynb #02249b57
 def _nlg_stat(s, n) -> dict:
     "NLG scores from column sums of [BLEU stats, ROUGE-L, CIDEr, METEOR segments when computed]."
     k = len(BLEU_STATS) + 2
@@ -167,7 +167,33 @@ def _nlg_stat(s, n) -> dict:
 def _ci_dict(ci) -> dict:
     return {"value": ci.point, "lo": ci.lo, "hi": ci.hi}
 
+# %% ../nbs/09d_score.ipynb #f70772d9
+def _ce_result(ref_l: pd.DataFrame,  # labels of the references (`label_reports`)
+               hyp_l: pd.DataFrame,  # labels of the generated reports, same rows
+               uncertain: int,  # an uncertain label counts as absent (0) or present (1)
+               boot: dict,  # `bootstrap_ci`'s n_resamples, seed and level
+              ) -> tuple[dict, dict]:
+    "CE scores with their intervals, and the per-observation F1 (with interval), precision, recall and support."
+    names = list(ref_l.columns)
+    yt, yp = binarize_labels(ref_l, uncertain), binarize_labels(hyp_l, uncertain)
+    c = bootstrap_ci(ce_stats(yt, yp), lambda s, n: ce_from_stats(s, n, names), **boot)
+    per_obs = {o: {"f1": _ci_dict(c[f"ce_f1/{o}"]), "precision": c[f"ce_precision/{o}"].point,
+                   "recall": c[f"ce_recall/{o}"].point, "support": int(yt[:, i].sum())}
+               for i, o in enumerate(names)}
+    return {k: _ci_dict(v) for k, v in c.items() if "/" not in k}, per_obs
 
+
+def _notes(meteor: bool,  # METEOR computed
+           uncertain: int,  # CE's reading of uncertain labels
+          ) -> list[str]:
+    "What the output says about how the scores were computed."
+    return (["METEOR: corpus score from pycocoevalcap's Java program, no interval (it is not a mean of segment "
+             "scores); METEOR_segments is the mean segment score with its interval"] if meteor else
+            ["METEOR not computed (--no-meteor)"]) + [
+        "CIDEr: per-report CIDEr-D with document frequencies from all references of this test set, held fixed in resamples",
+        "SPICE not computed (needs a download)", f"CE: uncertain labels count as {'present' if uncertain else 'absent'}"]
+
+# %% ../nbs/09d_score.ipynb #5f3f51d3
 def score_pairs(pairs: pd.DataFrame,  # columns id, reference, generated (`read_pairs_*`)
                 meteor: bool = True,  # METEOR through the shared Java process (about 10 s to start)
                 n_resamples: int = 1000,  # bootstrap resamples
@@ -201,21 +227,13 @@ def score_pairs(pairs: pd.DataFrame,  # columns id, reference, generated (`read_
     if meteor: out["METEOR"] = {"value": scores["METEOR"], "lo": None, "hi": None}
     result = {"n": len(refs), "scores": {k: out[k] for k in [*NLG_KEYS, "METEOR_segments"] if k in out}}
     if ce:
-        names = list(ref_l.columns)
-        yt, yp = binarize_labels(ref_l, uncertain), binarize_labels(hyp_l, uncertain)
-        c = bootstrap_ci(ce_stats(yt, yp), lambda s, n: ce_from_stats(s, n, names), **boot)
-        result["scores"].update({k: _ci_dict(v) for k, v in c.items() if "/" not in k})
-        result["per_observation"] = {o: {"f1": _ci_dict(c[f"ce_f1/{o}"]), "precision": c[f"ce_precision/{o}"].point,
-                                         "recall": c[f"ce_recall/{o}"].point, "support": int(yt[:, i].sum())}
-                                     for i, o in enumerate(names)}
+        ce_ci, per_obs = _ce_result(ref_l, hyp_l, uncertain, boot)
+        result["scores"].update(ce_ci)
+        result["per_observation"] = per_obs
         result["unlabelled"] = {"reference": ref_l.attrs.get("unlabelled", {}), "generated": hyp_l.attrs.get("unlabelled", {})}
     result["empty"] = empty
     result["bootstrap"] = {"resamples": n_resamples, "seed": seed, "level": level, "method": "percentile, over reports"}
-    result["notes"] = (["METEOR: corpus score from pycocoevalcap's Java program, no interval (it is not a mean of segment "
-                        "scores); METEOR_segments is the mean segment score with its interval"] if meteor else
-                       ["METEOR not computed (--no-meteor)"]) + [
-        "CIDEr: per-report CIDEr-D with document frequencies from all references of this test set, held fixed in resamples",
-        "SPICE not computed (needs a download)", f"CE: uncertain labels count as {'present' if uncertain else 'absent'}"]
+    result["notes"] = _notes(meteor, uncertain)
     return result
 
 # %% ../nbs/09d_score.ipynb #4c012e52
@@ -241,7 +259,7 @@ def to_markdown(result: dict, title: str = "Scores") -> str:
     lines += [""] + [f"- {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"
 
-# %% ../nbs/09d_score.ipynb #5406ce06
+# %% ../nbs/09d_score.ipynb #19581bfd
 HELP = "score generated reports (CSV, two CSVs or R2Gen output): BLEU, METEOR, ROUGE-L, CIDEr, CE, 95 % bootstrap intervals"
 
 
@@ -249,8 +267,8 @@ def _fail(msg: str):
     raise SystemExit(f"clinical-bert score: {msg}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    "`clinical-bert score PAIRS.csv|PAIRS.json | --refs R.csv --hyps H.csv [--out PREFIX] [--no-meteor]`"
+def _parser() -> argparse.ArgumentParser:
+    "The arguments of `clinical-bert score`."
     ap = argparse.ArgumentParser(prog="clinical-bert score", description=(
         "Score generated radiology reports against references: BLEU-1..4, METEOR, ROUGE-L, CIDEr (pycocoevalcap) and "
         "clinical efficacy (micro / macro / example-based P, R, F1 and F1 per observation, with the offline "
@@ -273,7 +291,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     ap.add_argument("--level", type=float, default=0.95, help="interval coverage (default 0.95)")
-    a = ap.parse_args(argv)
+    return ap
+
+# %% ../nbs/09d_score.ipynb #5350b498
+def main(argv: Sequence[str] | None = None) -> int:
+    "`clinical-bert score PAIRS.csv|PAIRS.json | --refs R.csv --hyps H.csv [--out PREFIX] [--no-meteor]`"
+    a = _parser().parse_args(argv)
     if a.resamples < 1: _fail(f"--resamples must be at least 1, got {a.resamples}")
     if not 0 < a.level < 1: _fail(f"--level must lie between 0 and 1, got {a.level}")
     if bool(a.refs) != bool(a.hyps): _fail("--refs and --hyps go together")
