@@ -162,6 +162,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation in --out")
     ap.add_argument("--preset", default=None, help="image size / synthetic data (default: the model's preset)")
+    ap.add_argument("--synth-reports", default=None, choices=("real", "template"), help="without --data: IU X-Ray / "
+                    "NIH of the synthetic benchmark from the real reports and label table (default) or templated")
     ap.add_argument("--beam-size", type=int, default=None, help="default: the preset's (paper: 5)")
     ap.add_argument("--max-len", type=int, default=None, help="words per report; default: the data set's "
                     "(IU X-Ray 60, COV-CTR 80, MIMIC-CXR 100; capped for tiny / small)")
@@ -177,7 +179,8 @@ def main(argv=None) -> int:
     dataset = a.dataset or {"rrg": "iu", "rd": "nih"}[a.task]
     if run_size(preset)["threads"]:  # one thread on a shared CPU (see recipe.RUN_SIZES)
         torch.set_num_threads(run_size(preset)["threads"])
-    splits = load_splits(a.data, dataset, preset, a.seed, vocab=a.model if a.task == "rrg" else None)
+    splits = load_splits(a.data, dataset, preset, a.seed, vocab=a.model if a.task == "rrg" else None,
+                         synth_reports=a.synth_reports)
     ds = splits[a.split]
     if a.task == "rrg":
         length = a.max_len if a.max_len is not None else decode_len(preset, dataset)

@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
+import os
 import shutil
 import threading
 import warnings
@@ -49,6 +51,24 @@ def _require_java(what: str):
             "(`meteor=False` skips only METEOR; the tokenizer still needs Java.)")
 
 # %% ../nbs/09_metrics.ipynb #d6717b52
+@contextlib.contextmanager
+def _quiet_fd2():
+    "File descriptor 2 to /dev/null for the block (a child process's chatter); Python's own sys.stderr is untouched."
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 to silence
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def ptb_tokenize(texts: Sequence[str]) -> list[str]:
     "Tokenise `texts` with pycocoevalcap's PTB tokenizer (lower case, punctuation removed), in order."
     texts = list(texts)
@@ -57,7 +77,9 @@ def ptb_tokenize(texts: Sequence[str]) -> list[str]:
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad: raise TypeError(f"ptb_tokenize: texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
     caps = {i: [{"caption": " ".join(t.split())}] for i, t in enumerate(texts)}  # one line per text
-    try: out = PTBTokenizer().tokenize(caps)
+    try:
+        with _quiet_fd2():  # its Java process prints "PTBTokenizer tokenized N tokens ..." on every call
+            out = PTBTokenizer().tokenize(caps)
     except PermissionError as e:  # it writes its input file next to its jar
         raise RuntimeError(f"The PTB tokenizer could not write its temporary file ({e}); pycocoevalcap's "
                            "tokenizer folder must be writable (install pycocoevalcap in a virtual environment)") from e

@@ -111,6 +111,7 @@ class _Progress(logging.Handler):
         self.out.flush()
 
 
+# %% ../nbs/10a_reproduce.ipynb #11a1f4bc
 def run_notebook(nb: Path, spec: RunSpec, kernel: str = "python3", log_output: bool = False,
                  prefix: str | None = None) -> Path:
     "Execute `nb` with papermill into runs/<exp>/<nb name>; return the executed copy. `prefix`: show progress."
@@ -230,6 +231,7 @@ def default_jobs(device: str = "auto") -> int:
     return 2 if cpu and cores >= 2 else 1
 
 
+# %% ../nbs/10a_reproduce.ipynb #619125c3
 def main(argv: list[str] | None = None) -> int:
     "`clinical-bert reproduce`: run the experiment notebooks (the main job)."
     ap = argparse.ArgumentParser(prog="clinical-bert reproduce", description=main.__doc__)

@@ -262,6 +262,8 @@ def _parser(stage: str) -> argparse.ArgumentParser:
     ap.add_argument("--data", default=None, help="data set folder (default: the synthetic benchmark under runs/data)")
     ap.add_argument("--dataset", default=DEFAULT_DATASET[stage], choices=DATASETS)
     ap.add_argument("--preset", default="small", choices=tuple(RUN_SIZES), help="model size and run budget")
+    ap.add_argument("--synth-reports", default=None, choices=("real", "template"), help="without --data: IU X-Ray / "
+                    "NIH of the synthetic benchmark from the real reports and label table (default) or templated")
     ap.add_argument("--out", default=f"runs/{prog}", help="output folder (checkpoints, metrics.csv, best/)")
     if stage != "pretrain":
         ap.add_argument("--init", default=None, help="the model folder to fine-tune (pretrain's or finetune-rrg's); "
@@ -359,7 +361,8 @@ def _run(stage: str, argv) -> int:
     if opened and device.type == "cuda":
         torch.cuda.set_device(device)
     try:
-        splits = load_splits(a.data, a.dataset, a.preset, a.seed, vocab=vocab, cache_dir=a.cache_dir)
+        splits = load_splits(a.data, a.dataset, a.preset, a.seed, vocab=vocab, cache_dir=a.cache_dir,
+                             synth_reports=a.synth_reports)
         out = _train_stage(stage, a, mc, splits, cfg)
     finally:
         if opened and dist.is_initialized():

@@ -143,3 +143,14 @@ def test_bootstrap_vectorised_statistics():
 def pd_frame(x, names):
     import pandas as pd
     return pd.DataFrame(x, columns=names)
+
+
+def test_ptb_tokenizer_prints_nothing(capfd):
+    "The Java tokenizer's 'PTBTokenizer tokenized N tokens' line no longer reaches stderr (reproduce's output, the docs)."
+    from clinical_bert.metrics import ptb_tokenize
+    assert ptb_tokenize(["No pleural effusion.", "Heart size is normal."]) == ["no pleural effusion", "heart size is normal"]
+    out, err = capfd.readouterr()
+    assert "PTBTokenizer" not in out + err, err
+    import sys
+    print("after", file=sys.stderr)  # descriptor 2 is given back
+    assert "after" in capfd.readouterr().err

