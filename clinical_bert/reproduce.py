@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = a.runs_dir or ("runs/dry-run" if a.dry_run else "runs")
     figures = a.figures_dir or (f"{runs}/figures" if a.dry_run else "figures")
     seeds = list(dict.fromkeys(a.seeds)) if a.seeds else None  # repeats dropped, order kept
-    jobs = a.jobs if a.jobs is not None else default_jobs(a.device)
+    jobs = a.jobs if a.jobs is not None else 1 if a.dry_run else default_jobs(a.device)  # a dry run checks shapes, not speed
     if jobs < 1:
         raise SystemExit(f"--jobs {jobs}: give at least 1")
     spec = RunSpec(a.preset, a.data, a.device, seeds[0] if seeds else a.seed, seeds if seeds and len(seeds) > 1 else None,
