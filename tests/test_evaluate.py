@@ -1,24 +1,11 @@
 """`clinical-bert evaluate` as a user runs it, on a tiny model trained for a few steps (plumbing only:
 files, keys, value ranges)."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg",
-       "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-CLI = [sys.executable, str(Path(sys.executable).parent / "clinical-bert")]
-
-
-def run(args, cwd):
-    r = subprocess.run(CLI + list(map(str, args)), cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, f"{args} failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
-    return r
+from cli_run import run  # the command as a user runs it
 
 
 @pytest.fixture(scope="module")
