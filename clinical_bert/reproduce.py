@@ -9,12 +9,14 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['REPO', 'experiment_notebooks', 'exp_name', 'RunSpec', 'select', 'NotebookFailed', 'run_notebook',
+__all__ = ['REPO', 'READS', 'experiment_notebooks', 'exp_name', 'RunSpec', 'select', 'NotebookFailed', 'run_notebook',
            'train_side_by_side', 'write_times', 'reproduce', 'check_weights', 'default_jobs', 'main']
 
 # %% ../nbs/10a_reproduce.ipynb #52793eb9
@@ -112,18 +114,41 @@ class _Progress(logging.Handler):
 
 
 # %% ../nbs/10a_reproduce.ipynb #11a1f4bc
+_LOG = {"lock": threading.Lock(), "users": 0, "saved": None}  # papermill's logger, shared by notebooks run at once
+
+
+def _attach(handler: logging.Handler) -> None:
+    "Route papermill's records of the calling thread to `handler` (each notebook of a parallel run has its own)."
+    logger, me = logging.getLogger("papermill"), threading.get_ident()
+    handler.addFilter(lambda record: record.thread == me)
+    with _LOG["lock"]:
+        if _LOG["users"] == 0:
+            _LOG["saved"] = logger.level, logger.propagate
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+        _LOG["users"] += 1
+        logger.addHandler(handler)
+
+
+def _detach(handler: logging.Handler) -> None:
+    logger = logging.getLogger("papermill")
+    with _LOG["lock"]:
+        logger.removeHandler(handler)
+        _LOG["users"] -= 1
+        if _LOG["users"] == 0:
+            logger.level, logger.propagate = _LOG["saved"]
+
+
 def run_notebook(nb: Path, spec: RunSpec, kernel: str = "python3", log_output: bool = False,
-                 prefix: str | None = None) -> Path:
+                 prefix: str | None = None, tty: bool | None = None) -> Path:
     "Execute `nb` with papermill into runs/<exp>/<nb name>; return the executed copy. `prefix`: show progress."
     import papermill as pm
     out = Path(spec.runs_dir) / exp_name(nb) / nb.name
     out.parent.mkdir(parents=True, exist_ok=True)
-    logger, handler = logging.getLogger("papermill"), _Progress(prefix) if prefix else None
+    handler = _Progress(prefix) if prefix else None
     if handler is not None:
-        logger.addHandler(handler)
-        level, propagate = logger.level, logger.propagate
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+        handler.tty = handler.tty if tty is None else tty  # notebooks run at once: whole lines, no redrawn bar
+        _attach(handler)
     try:
         pm.execute_notebook(str(nb), str(out), parameters=spec.parameters(nb), kernel_name=kernel,
                             cwd=str(nb.parent), progress_bar=False, log_output=log_output or handler is not None,
@@ -133,9 +158,7 @@ def run_notebook(nb: Path, spec: RunSpec, kernel: str = "python3", log_output: b
                              f"its executed copy, with the traceback, is kept at {out}") from None
     finally:
         if handler is not None:
-            logger.removeHandler(handler)
-            logger.setLevel(level)
-            logger.propagate = propagate
+            _detach(handler)
             if handler.tty:
                 sys.stdout.write("\r\033[K")
     return out
@@ -157,9 +180,9 @@ def train_side_by_side(spec: RunSpec, experiments: list[str], out=print) -> dict
     return train_all(ex, plan(ex, experiments, spec.seeds), spec.seeds, jobs=spec.jobs, out=out)
 
 
-def write_times(times: dict, runs_dir) -> Path:
-    "runs/reproduce_times.md (and .csv): the seconds of each step of a run, and the total."
-    rows = [*times.items(), ("total", round(sum(times.values()), 1))]
+def write_times(times: dict, runs_dir, wall: float | None = None) -> Path:
+    "runs/reproduce_times.md (and .csv): the seconds of each step, their sum and the run's wall time (notebooks overlap)."
+    rows = [*times.items(), ("total", round(sum(times.values()), 1))] + ([("wall", wall)] if wall is not None else [])
     md = ["| step | seconds |", "|---|---|"] + [f"| {k} | {v:,.0f} |" for k, v in rows]
     path = Path(runs_dir) / "reproduce_times.md"
     path.write_text("\n".join(md) + "\n")
@@ -167,9 +190,45 @@ def write_times(times: dict, runs_dir) -> Path:
     return path
 
 
+READS = {"fig7_lengths": ("table4_ablation",)}  # notebook -> notebooks whose runs/ output it reads
+
+
+def _run_all(todo: list[Path], spec: RunSpec, kernel: str, progress: bool, times: dict, start: float) -> None:
+    "Run `todo` in order, `spec.jobs` at a time once the trainings are done (a notebook waits for those it READS)."
+    parallel = spec.jobs > 1 and len(todo) > 1
+    done: dict[str, object] = {}
+
+    def one(i: int, nb: Path) -> None:
+        for name in READS.get(exp_name(nb), ()):
+            if name in done:
+                done[name].result()
+        tag = f"[{i}/{len(todo)}]"
+        print(f"{tag} {nb.name} ...", flush=True)
+        t0 = time.time()
+        run_notebook(nb, spec, kernel=kernel, prefix=f"{tag} {exp_name(nb)}:" if progress else None,
+                     tty=False if parallel else None)
+        times[exp_name(nb)] = round(time.time() - t0, 1)
+        print(f"{tag} {nb.name} done in {times[exp_name(nb)]:.0f} s (total {time.time() - start:.0f} s)", flush=True)
+
+    if not parallel:
+        for i, nb in enumerate(todo, 1):
+            one(i, nb)
+        return
+    with ThreadPoolExecutor(spec.jobs) as pool:  # each notebook's kernel is its own process at spec.threads
+        for i, nb in enumerate(todo, 1):
+            done[exp_name(nb)] = pool.submit(one, i, nb)
+        try:
+            for f in done.values():
+                f.result()  # the first failure stops the run: notebooks not yet started are cancelled
+        except BaseException:
+            for f in done.values():
+                f.cancel()
+            raise
+
+
 def reproduce(spec: RunSpec, only: list[str] | None = None, nbs_dir=None, kernel: str = "python3",
               progress: bool = True) -> dict:
-    "Run the experiment notebooks in order; return {step: seconds}. Stops at the first failure."
+    "Run the experiment notebooks; return {step: seconds}. Stops at the first failure."
     todo = select(experiment_notebooks(nbs_dir), only)
     if not todo:
         raise SystemExit("no experiment notebooks to run")
@@ -181,21 +240,18 @@ def reproduce(spec: RunSpec, only: list[str] | None = None, nbs_dir=None, kernel
         trained = train_side_by_side(spec, [exp_name(nb) for nb in todo])
         times[f"trainings side by side ({spec.jobs} processes, {len(trained)} steps)"] = round(time.time() - start, 1)
         before = _model_folders(spec.runs_dir)
-    for i, nb in enumerate(todo, 1):
-        print(f"[{i}/{len(todo)}] {nb.name} ...", flush=True)
-        t0 = time.time()
-        run_notebook(nb, spec, kernel=kernel, prefix=f"[{i}/{len(todo)}] {exp_name(nb)}:" if progress else None)
-        times[exp_name(nb)] = round(time.time() - t0, 1)
-        print(f"[{i}/{len(todo)}] {nb.name} done in {times[exp_name(nb)]:.0f} s "
-              f"(total {time.time() - start:.0f} s)", flush=True)
+    t0 = time.time()
+    _run_all(todo, spec, kernel, progress, times, start)
+    wall = round(time.time() - t0, 1)
     if spec.jobs > 1:  # what the notebooks still trained: a gap in schedule.PLANS (correct, only slower)
         unplanned = sorted(str(p) for p in _model_folders(spec.runs_dir) - before)
         if unplanned:
             print(f"the notebooks trained {len(unplanned)} model(s) the plan does not list (schedule.PLANS): "
                   f"{', '.join(unplanned)}", flush=True)
     summary = Path(spec.runs_dir) / "reproduce.json"
-    summary.write_text(json.dumps({"spec": asdict(spec), "seconds": times, "unplanned": unplanned}, indent=2))
-    print(write_times(times, spec.runs_dir).read_text(), flush=True)
+    summary.write_text(json.dumps({"spec": asdict(spec), "seconds": times, "notebooks_wall": wall,
+                                   "wall": round(time.time() - start, 1), "unplanned": unplanned}, indent=2))
+    print(write_times(times, spec.runs_dir, wall=round(time.time() - start, 1)).read_text(), flush=True)
     return times
 
 # %% ../nbs/10a_reproduce.ipynb #d9f4970f
