@@ -5,6 +5,7 @@
 # %% ../nbs/10a_reproduce.ipynb #1f417453
 from __future__ import annotations
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -16,8 +17,8 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['REPO', 'READS', 'experiment_notebooks', 'exp_name', 'RunSpec', 'select', 'NotebookFailed', 'run_notebook',
-           'train_side_by_side', 'write_times', 'reproduce', 'check_weights', 'default_jobs', 'main']
+__all__ = ['REPO', 'READS', 'THREAD_VARS', 'experiment_notebooks', 'exp_name', 'RunSpec', 'select', 'NotebookFailed',
+           'run_notebook', 'train_side_by_side', 'write_times', 'reproduce', 'check_weights', 'default_jobs', 'main']
 
 # %% ../nbs/10a_reproduce.ipynb #52793eb9
 REPO = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd().parent
@@ -191,6 +192,22 @@ def write_times(times: dict, runs_dir, wall: float | None = None) -> Path:
 
 
 READS = {"fig7_lengths": ("table4_ablation",)}  # notebook -> notebooks whose runs/ output it reads
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # what torch reads at start for its CPU thread count
+
+
+@contextlib.contextmanager
+def _kernel_threads(n: int):
+    "Kernels started inside the block use `n` CPU threads: two notebooks at two threads each on two cores spin."
+    saved = {k: os.environ.get(k) for k in THREAD_VARS}
+    os.environ.update({k: str(n) for k in THREAD_VARS})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _run_all(todo: list[Path], spec: RunSpec, kernel: str, progress: bool, times: dict, start: float) -> None:
@@ -214,7 +231,7 @@ def _run_all(todo: list[Path], spec: RunSpec, kernel: str, progress: bool, times
         for i, nb in enumerate(todo, 1):
             one(i, nb)
         return
-    with ThreadPoolExecutor(spec.jobs) as pool:  # each notebook's kernel is its own process at spec.threads
+    with _kernel_threads(spec.threads or 1), ThreadPoolExecutor(spec.jobs) as pool:
         for i, nb in enumerate(todo, 1):
             done[exp_name(nb)] = pool.submit(one, i, nb)
         try:
