@@ -265,10 +265,11 @@ def reproduce(spec: RunSpec, only: list[str] | None = None, nbs_dir=None, kernel
         if unplanned:
             print(f"the notebooks trained {len(unplanned)} model(s) the plan does not list (schedule.PLANS): "
                   f"{', '.join(unplanned)}", flush=True)
+    total = round(time.time() - start, 1)
     summary = Path(spec.runs_dir) / "reproduce.json"
     summary.write_text(json.dumps({"spec": asdict(spec), "seconds": times, "notebooks_wall": wall,
-                                   "wall": round(time.time() - start, 1), "unplanned": unplanned}, indent=2))
-    print(write_times(times, spec.runs_dir, wall=round(time.time() - start, 1)).read_text(), flush=True)
+                                   "wall": total, "unplanned": unplanned}, indent=2))
+    print(write_times(times, spec.runs_dir, wall=total).read_text(), flush=True)
     return times
 
 # %% ../nbs/10a_reproduce.ipynb #d9f4970f
