@@ -240,7 +240,7 @@ def _sample_fibrosis(rng, pt):
     "Fibrosis: a reticular (net-like) pattern in both lungs, densest at the bases; `extent` is how far above the domes it reaches."
     s = _sev3(rng)
     lo, hi = {"mild": (0.08, 0.13), "moderate": (0.13, 0.19), "severe": (0.19, 0.26)}[s]
-    return dict(severity=s, extent=float(rng.uniform(lo, hi)), period=float(rng.uniform(0.024, 0.034)),
+    return dict(severity=s, extent=float(rng.uniform(lo, hi)), period=float(rng.uniform(0.04, 0.06)),
                 phase=float(rng.uniform(0, 6.28)))
 
 

@@ -396,13 +396,14 @@ def _draw_pneumothorax(pt, f, t):
 
 # %% ../nbs/02b_synth_render.ipynb #a7e1f0af
 def _draw_fibrosis(pt, f, t):
-    "A reticular pattern in both lungs, densest at the bases and fading `extent` above the domes."
+    "A reticular pattern on a faint haze in both lungs, densest at the bases and fading `extent` above the domes."
     w = _ss(t.v - (t.dia - F32(f["extent"])), F32(0.04)) * t.lung
     k, ph = F32(2 * np.pi / f["period"]), F32(f["phase"])
-    bend = t.tex * F32(12)                             # the lung texture (about +-0.025) bends the lines
+    bend = t.tex * F32(0.6)                            # the lung texture (about +-0.025) bends the lines by a tenth of a period
     net = np.maximum(_ss(F32(0.3) - np.abs(np.cos(k * (t.u + bend) + ph)), F32(0.15)),
                      _ss(F32(0.3) - np.abs(np.cos(k * (t.v - bend) - ph)), F32(0.15)))
-    t.add += F32((0.12, 0.16, 0.2)[SEV[f["severity"]]]) * net * w
+    s = SEV[f["severity"]]
+    t.add += (F32((0.2, 0.26, 0.32)[s]) * net + F32((0.03, 0.05, 0.07)[s])) * w
     t.masks["fibrosis"] = (w > 0.5) & t.lung_b
 
 

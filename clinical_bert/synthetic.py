@@ -338,7 +338,7 @@ def _write_one(args) -> dict:
     return json_safe(row)
 
 # %% ../nbs/02e_synthetic.ipynb #d01015bc
-SYNTH_VERSION = 5  # bump when the films, masks or reports change: runs/ keys its cached benchmark and models by it (5: real IU X-Ray draws Lung Opacity)
+SYNTH_VERSION = 6  # bump when the films, masks or reports change: runs/ keys its cached benchmark and models by it (6: NIH Fibrosis drawn coarser, visible at 128 px)
 LAYOUT_STREAM = {"mimic": 0, "iu": 1, "nih": 2, "covctr": 3}  # each layout draws its own studies
 
 
