@@ -200,6 +200,11 @@ def test_experiment_notebook(nb, spec):
         df = pd.read_csv(Path(spec.figures_dir) / name / "table1_covctr.csv", index_col=0)
         assert math.isclose(df.loc["auc/COVID", "paper: Clinical-BERT"], 0.9472), df.loc["auc/COVID"]
         assert "| auc/COVID |" in (Path(spec.figures_dir) / name / "table1_covctr.md").read_text()
+    if name == "table3_rd":  # every row says on how many test positives its AUC rests; none: no AUC
+        df = pd.read_csv(Path(spec.figures_dir) / name / "table3_nih_auc.csv", index_col=0)
+        pos, n = df["test positives"].drop("auc_mean"), df.loc["auc_mean", "test positives"]
+        assert (pos >= 0).all() and (pos <= n).all() and len(pos) == 14, df["test positives"].to_dict()
+        assert (df.loc[pos.index, "Clinical-BERT"].isna() == ((pos == 0) | (pos == n))).all(), df.iloc[:, :2]
     if name == "table2_mimic":  # decoded at the data set's length (tiny: capped at its max_len)
         meta = json.loads((Path(spec.runs_dir) / name / "clinical_bert" / "metrics.json").read_text())
         assert meta["max_len"] == min(100, RUN_SIZES["tiny"]["max_len"]), meta["max_len"]
