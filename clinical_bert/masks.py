@@ -180,6 +180,15 @@ class Collator:
             self.generator.manual_seed(_stream_seed(self.seed, self.epoch, self.rank, info.id + 1))
         return self.generator
 
+    def __getstate__(self) -> dict:
+        # Pickled for a spawned DataLoader worker, a torch.Generator sends its state as a temporary shared tensor,
+        # freed before the worker maps it ("unable to resize file"): the state travels as bytes instead.
+        return {**self.__dict__, "generator": self.generator.get_state().numpy().tobytes()}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, generator=torch.Generator())
+        self.generator.set_state(torch.frombuffer(bytearray(state["generator"]), dtype=torch.uint8))
+
 # %% ../nbs/03_masks.ipynb #64dd2b7a
 @patch
 def __call__(self: Collator, items: list) -> dict | None:

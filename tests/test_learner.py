@@ -311,6 +311,19 @@ def test_collator_draws_differ_across_epochs_ranks_and_workers_and_match_for_any
         assert torch.equal(a, b)
 
 
+def test_collator_crosses_into_spawned_workers():
+    "Inside reproduce's side-by-side training processes DataLoader workers are spawned, so the Collator is pickled."
+    import pickle
+    col, items = _collator_and_items()
+    col.generator.manual_seed(7)
+    copy = pickle.loads(pickle.dumps(col))  # its generator's state travels with it
+    assert torch.equal(torch.rand(5, generator=copy.generator), torch.rand(5, generator=col.generator))
+    batches = [[b["text_ids"] for b in torch.utils.data.DataLoader(items, batch_size=4, num_workers=2, collate_fn=col,
+                                                                    multiprocessing_context="spawn")] for _ in range(2)]
+    assert len(batches[0]) == 4  # a Generator pickled as such kills the worker ("unable to resize file")
+    assert all(torch.equal(a, b) for a, b in zip(*batches))  # each worker's stream is seeded, run after run
+
+
 def test_bare_cuda_means_cuda_local_rank(monkeypatch):
     from clinical_bert.learner import pick_device
     from clinical_bert.optim import TrainConfig
