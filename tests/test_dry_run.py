@@ -43,7 +43,9 @@ def check_marked(tmp_path):
 
 
 def test_tiny_dry_run_of_the_pretraining_notebook(tmp_path):
-    r = dry_run(tmp_path, "tiny", "--only", "pretrain", timeout=900)
+    # two trainings side by side, as a CPU run trains by default: their DataLoader workers are spawned processes
+    r = dry_run(tmp_path, "tiny", "--only", "pretrain", "--jobs", "2", timeout=900)
+    assert "training side by side: 2 processes" in r.stdout
     assert "dry run of the 'tiny' preset" in r.stdout
     check_marked(tmp_path)
     models = list((tmp_path / "runs" / "models").glob("*-dry-*/pretrain/*/best"))
