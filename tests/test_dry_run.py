@@ -4,7 +4,8 @@ accumulation, 2 DataLoader workers) on a few synthetic studies for a few optimiz
 
 It takes about 14 minutes on 2 CPU cores, so it is flagged slow: it runs when CLINICAL_BERT_TEST_FLAGS
 holds "slow" (e.g. `CLINICAL_BERT_TEST_FLAGS="data slow" pytest tests/test_dry_run.py`). A tiny-preset dry
-run of the same code path runs always.
+run of the same code path runs always, with two trainings side by side (a CPU run's default), so that their
+DataLoader workers are spawned processes.
 """
 import json
 import os
@@ -43,7 +44,6 @@ def check_marked(tmp_path):
 
 
 def test_tiny_dry_run_of_the_pretraining_notebook(tmp_path):
-    # two trainings side by side, as a CPU run trains by default: their DataLoader workers are spawned processes
     r = dry_run(tmp_path, "tiny", "--only", "pretrain", "--jobs", "2", timeout=900)
     assert "training side by side: 2 processes" in r.stdout
     assert "dry run of the 'tiny' preset" in r.stdout
