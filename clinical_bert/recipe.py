@@ -34,7 +34,7 @@ RUN_SIZES = {  # preset -> run budget (see the table above)
         n_samples={"mimic": 160, "iu": 60, "nih": 100, "covctr": 60},  # synthetic studies per layout
         synth_size=resize_for(64),  # side of the synthetic films (the resize before the crop)
         image_size=64,  # model input side
-        epochs={"pretrain": 2, "rrg": 2, "rd": 2, "k_sweep": 1, "k_sweep_rrg": 1},  # k_sweep: Table 5 pre-training
+        epochs={"pretrain": 2, "rrg": 2, "rd": 2},
         batch_size={"pretrain": 8, "rrg": 8, "rd": 8},
         accum_steps={"pretrain": 1, "rrg": 1, "rd": 1},
         lr={"pretrain": 1e-3, "rrg": 1e-3, "rd": 1e-3},  # encoder and heads
@@ -47,7 +47,7 @@ RUN_SIZES = {  # preset -> run budget (see the table above)
     "small": dict(
         n_samples={"mimic": 2250, "iu": 1000, "nih": 3000, "covctr": 728},  # covctr: the real data set's size
         synth_size=resize_for(128), image_size=128,
-        epochs={"pretrain": 9, "rrg": 10, "rrg_mimic": 6, "rd": 12, "k_sweep": 1, "k_sweep_rrg": 3},  # rrg_<data set>: its own
+        epochs={"pretrain": 9, "rrg": 10, "rrg_mimic": 6, "rd": 12},  # rrg_<data set>: its own
         batch_size={"pretrain": 8, "rrg": 8, "rd": 32},  # pre-training: 4x the optimizer steps of batch 32 for 1.3x the time
         accum_steps={"pretrain": 1, "rrg": 1, "rd": 1},
         lr={"pretrain": 2e-3, "rrg": 2e-3, "rd": 1e-3},
@@ -57,7 +57,7 @@ RUN_SIZES = {  # preset -> run budget (see the table above)
         # synthetic only (real data sets are used whole); iu: all 2,955 protocol studies of the real OpenI reports
         n_samples={"mimic": 20000, "iu": 2955, "nih": 20000, "covctr": 728},
         synth_size=resize_for(224), image_size=224,
-        epochs={"pretrain": 50, "rrg": 50, "rd": 50, "k_sweep": 10, "k_sweep_rrg": 10},
+        epochs={"pretrain": 50, "rrg": 50, "rd": 50},
         batch_size={"pretrain": 64, "rrg": 16, "rd": 32},
         accum_steps={"pretrain": 4, "rrg": 1, "rd": 1},  # 64 x 4 = 256, the total over all processes
         lr={"pretrain": 1e-4, "rrg": 1e-5, "rd": 1e-5},
@@ -68,7 +68,7 @@ RUN_SIZES = {  # preset -> run budget (see the table above)
 }
 
 
-STAGES = ("pretrain", "rrg", "rd", "k_sweep")
+STAGES = ("pretrain", "rrg", "rd")
 
 # %% ../nbs/07a_recipe.ipynb #98745381
 def run_size(preset: str) -> dict:
@@ -131,18 +131,18 @@ def _on_cuda(device) -> bool:
     return str(device).startswith("cuda") if device is not None else torch.cuda.is_available()
 
 
-def train_config(preset: str, stage: str,  # "pretrain", "rrg", "rd" or "k_sweep" (a shorter pre-training)
+def train_config(preset: str, stage: str,  # "pretrain", "rrg" or "rd"
                  out_dir,
                  world_size: int | None = None,  # processes sharing the batch (None: WORLD_SIZE of torchrun, else 1)
                  **overrides) -> TrainConfig:
     "The `TrainConfig` of one stage of `preset`'s budget (its batch is the total over processes); `overrides` win."
     if stage not in STAGES:
         raise ValueError(f"stage={stage!r}; use one of {STAGES}")
-    rs, key = run_size(preset), "pretrain" if stage == "k_sweep" else stage
+    rs = run_size(preset)
     world = world_size or dist_info()[2]
-    batch, accum = split_batch(rs["batch_size"][key], rs["accum_steps"][key], world)
+    batch, accum = split_batch(rs["batch_size"][stage], rs["accum_steps"][stage], world)
     kw = dict(epochs=rs["epochs"][stage], batch_size=batch, accum_steps=accum,
-              lr=rs["lr"][key], lr_visual=rs["lr_visual"][key], out_dir=str(out_dir))
+              lr=rs["lr"][stage], lr_visual=rs["lr_visual"][stage], out_dir=str(out_dir))
     if rs.get("precision_cuda") and _on_cuda(overrides.get("device")):  # paper: bf16 autocast on GPUs
         kw["precision"] = rs["precision_cuda"]
     return TrainConfig(**{**kw, **overrides})

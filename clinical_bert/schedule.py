@@ -13,7 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from .pipeline import FULL, VARIANTS, Experiment, _done, k_values
+from .pipeline import DENSE, FULL, VARIANTS, Experiment, _done, k_values
 
 # %% auto #0
 __all__ = ['PLANS', 'Training', 'pretrained', 'rrg', 'rd', 'after', 'folder', 'call', 'plan', 'todo', 'TrainingFailed',
@@ -89,16 +89,13 @@ def call(t: Training, ex: Experiment):
 
 # %% ../nbs/09e_schedule.ipynb #d08dab12
 def _table5(exs: list[Experiment]) -> list[Training]:
-    "06_table5_k: each K of the sweep and no sparsity, pre-trained at the `k_sweep` budget, then RRG on MIMIC-CXR."
+    "06_table5_k: `Experiment.k_sweep_model` of each K of the sweep and of no sparsity."
     ex, out = exs[0], []
-    ks = k_values(ex.model_config(FULL).n_regions, n_points=ex.size["k_points"])
-    epochs = ex.size["epochs"]["k_sweep_rrg"]
+    cfg = ex.model_config(FULL)
     for e in exs:
-        for k in [*ks, None]:
-            tag = "dense" if k is None else f"k{k}"
-            start = (pretrained(VARIANTS[3], e.seed, stage="k_sweep", tag=f"k_{tag}") if k is None
-                     else pretrained(FULL, e.seed, stage="k_sweep", tag=tag, imm_k=k))
-            out.append(rrg("mimic", start, e.seed, tag=f"k_{tag}" if k is None else tag, epochs=epochs))
+        for k in [*k_values(cfg.n_regions, n_points=ex.size["k_points"]), None]:
+            out.append(rrg("mimic", DENSE, e.seed) if k is None else rrg("mimic", FULL, e.seed) if k == cfg.imm_k
+                       else rrg("mimic", pretrained(FULL, e.seed, tag=f"k{k}", imm_k=k), e.seed, tag=f"k{k}"))
     return out
 
 
