@@ -29,7 +29,7 @@ from .viz import set_stamp
 
 # %% auto #0
 __all__ = ['OURS', 'COMPARISON_TABLES', 'VARIANTS', 'FULL', 'PAPER_K', 'DRY_RUN', 'DRY_RUN_STAMP', 'DATASET_NAMES', 'DENSE',
-           'paper_numbers', 'paper_column', 'paper_baselines', 'paper_columns', 'paper_rows', 'Experiment',
+           'paper_numbers', 'paper_column', 'paper_baselines', 'paper_columns', 'paper_rows', 'Experiment', 'on_seeds',
            'over_seeds', 'flip', 'k_values']
 
 # %% ../nbs/09c_pipeline.ipynb #17e3f67e
@@ -398,10 +398,11 @@ def _table_csv(df: pd.DataFrame, ci: dict, sd: dict) -> pd.DataFrame:
     return out
 
 # %% ../nbs/09c_pipeline.ipynb #73ede1a1
-def _claims_md(claims: pd.DataFrame, seed: int) -> list[str]:
-    "The markdown lines listing `Experiment.claims` under a table."
+def _claims_md(claims: pd.DataFrame, seed: int, several: bool = False) -> list[str]:
+    "The markdown lines listing `Experiment.claims` under a table (`several`: the table averages seeds)."
+    each = "; after ';', how many seeds' own bootstraps give each verdict" if several else ""
     md = ["", f"**Claims** (paired bootstrap over the same test studies, seed {seed}; two-sided p; "
-          "higher / lower when p < 0.05, else not distinguishable):", "",
+          f"higher / lower when p < 0.05, else not distinguishable{each}):", "",
           "| claim | metric | difference [95 % interval] | verdict |", "|---|---|---|---|"]
     return md + [f"| {r.claim} | {r.metric} | {r.delta:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] | {r.verdict} |"
                  for r in claims.itertuples()]
@@ -422,7 +423,7 @@ def write_table(self: Experiment, df: pd.DataFrame, name: str, caption: str,
         f"of seed {self.seed}")
     md = _table_md(df, caption, source, {} if several else ci, sd)
     if claims is not None and len(claims):
-        md += _claims_md(claims, self.seed)
+        md += _claims_md(claims, self.seed, several)
         claims.to_csv(self.fig_dir / f"{name}_claims.csv", index=False)
     path = self.fig_dir / f"{name}.md"
     path.write_text("\n".join(md) + "\n")
@@ -481,9 +482,31 @@ def _aligned(ids_a, ids_b, tag_a, tag_b):
     return tuple(map(list, zip(*both)))
 
 
+def on_seeds(verdicts) -> str:
+    "How many seeds give each verdict of one claim (each seed its own paired bootstrap), e.g. 'higher on 1, lower on 2 of 3 seeds'."
+    words = [v.split(",")[0].split(" (")[0] for v in verdicts]  # "higher, p = 0.03" -> "higher"
+    n, count = len(words), Counter(words)
+    if len(count) == 1:
+        return f"{words[0]} on {'both' if n == 2 else f'all {n}'} seeds"
+    return ", ".join(f"{w} on {count[w]}" for w in ("higher", "lower", "not distinguishable") if count[w]) + f" of {n} seeds"
+
+
 @patch
-def claims(self: Experiment, pairs, keys) -> pd.DataFrame:
+def claims(self: Experiment, pairs, keys,
+           seeds=None,  # several: each verdict adds on how many seeds it holds (their evaluations under runs/<exp>/seed<s>/)
+           ) -> pd.DataFrame:
     "Paired bootstraps: `pairs` of (claim, tag_a, tag_b), each on every score in `keys` (a - b, two-sided p, verdict)."
+    out = self._claims(pairs, keys)
+    exs = self.for_seeds(seeds)
+    if len(exs) > 1:  # a bootstrap over test studies speaks of one pair of models; the seeds say whether it repeats
+        per = [out if e is self else e._claims(pairs, keys) for e in exs]
+        out["verdict"] = [f"{v}; {on_seeds([p['verdict'].iloc[i] for p in per])}" for i, v in enumerate(out["verdict"])]
+    return out
+
+
+@patch
+def _claims(self: Experiment, pairs, keys) -> pd.DataFrame:
+    "`claims` on this seed's evaluations."
     from clinical_bert.metrics import ReportStats, auc_paired, paired_bootstrap
 
     rows = []
