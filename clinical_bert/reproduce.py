@@ -227,20 +227,22 @@ def _run_all(todo: list[Path], spec: RunSpec, kernel: str, progress: bool, times
         times[exp_name(nb)] = round(time.time() - t0, 1)
         print(f"{tag} {nb.name} done in {times[exp_name(nb)]:.0f} s (total {time.time() - start:.0f} s)", flush=True)
 
-    if not parallel:
-        for i, nb in enumerate(todo, 1):
-            one(i, nb)
-        return
-    with _kernel_threads(spec.threads or 1), ThreadPoolExecutor(spec.jobs) as pool:
-        for i, nb in enumerate(todo, 1):
-            done[exp_name(nb)] = pool.submit(one, i, nb)
-        try:
-            for f in done.values():
-                f.result()  # the first failure stops the run: notebooks not yet started are cancelled
-        except BaseException:
-            for f in done.values():
-                f.cancel()
-            raise
+    threads = spec.threads or (1 if parallel else None)  # kernels at the run's threads (None: torch's default)
+    with _kernel_threads(threads) if threads else contextlib.nullcontext():
+        if not parallel:
+            for i, nb in enumerate(todo, 1):
+                one(i, nb)
+            return
+        with ThreadPoolExecutor(spec.jobs) as pool:
+            for i, nb in enumerate(todo, 1):
+                done[exp_name(nb)] = pool.submit(one, i, nb)
+            try:
+                for f in done.values():
+                    f.result()  # the first failure stops the run: notebooks not yet started are cancelled
+            except BaseException:
+                for f in done.values():
+                    f.cancel()
+                raise
 
 
 def reproduce(spec: RunSpec, only: list[str] | None = None, nbs_dir=None, kernel: str = "python3",
