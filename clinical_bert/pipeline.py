@@ -572,4 +572,15 @@ def k_sweep_model(self: Experiment, k: int | None,  # regions kept per word (eq.
         return self.rrg_model("mimic", DENSE)
     if k == self.model_config(FULL).imm_k:  # the preset's own K is Table 2's model
         return self.rrg_model("mimic", FULL)
-    return self.rrg_model("mimic", self.pretrained(FULL, tag=f"k{k}", imm_k=k), tag=f"k{k}")
+    return self.rrg_model("mimic", self.k_sweep_pretrained(k), tag=f"k{k}")
+
+
+@patch
+def k_sweep_pretrained(self: Experiment, k: int | None,  # regions kept per word (eq. 6); None: no sparsity
+                       ) -> Path:
+    "The pre-trained model `k_sweep_model(k)` starts from (Table 5's attention column reads it)."
+    if k is None:
+        return self.pretrained(DENSE)
+    if k == self.model_config(FULL).imm_k:
+        return self.pretrained(FULL)
+    return self.pretrained(FULL, tag=f"k{k}", imm_k=k)

@@ -89,13 +89,17 @@ def call(t: Training, ex: Experiment):
 
 # %% ../nbs/09e_schedule.ipynb #d08dab12
 def _table5(exs: list[Experiment]) -> list[Training]:
-    "06_table5_k: `Experiment.k_sweep_model` of each K of the sweep and of no sparsity."
+    "06_table5_k: `Experiment.k_sweep_pretrained` and `k_sweep_model` of each K of the sweep and of no sparsity."
     ex, out = exs[0], []
     cfg = ex.model_config(FULL)
     for e in exs:
         for k in [*k_values(cfg.n_regions, n_points=ex.size["k_points"]), None]:
-            out.append(rrg("mimic", DENSE, e.seed) if k is None else rrg("mimic", FULL, e.seed) if k == cfg.imm_k
-                       else rrg("mimic", pretrained(FULL, e.seed, tag=f"k{k}", imm_k=k), e.seed, tag=f"k{k}"))
+            if k is None or k == cfg.imm_k:  # Table 4's and Table 2's models
+                v = DENSE if k is None else FULL
+                out += [pretrained(v, e.seed), rrg("mimic", v, e.seed)]
+            else:
+                start = pretrained(FULL, e.seed, tag=f"k{k}", imm_k=k)
+                out += [start, rrg("mimic", start, e.seed, tag=f"k{k}")]
     return out
 
 

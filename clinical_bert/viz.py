@@ -27,11 +27,12 @@ from .mesh import MeshTagger
 
 # %% auto #0
 __all__ = ['FIGURE_FORMATS', 'STATUS_COLOURS', 'STATUS_LABELS', 'CHAR_INCHES', 'LINE_INCHES', 'TASK_IDS', 'SPARSITY_TITLES',
-           'FINDING_OF_WORD', 'set_stamp', 'save_figure', 'mesh_highlight', 'highlight_html', 'wrap_words',
+           'FINDING_OF_WORD', 'UNIFORM', 'set_stamp', 'save_figure', 'mesh_highlight', 'highlight_html', 'wrap_words',
            'highlight_figure', 'word_region_attention', 'upsample_attention', 'display_image', 'attention_overlay',
            'attention_by_sparsity', 'attention_grid_figure', 'mask_to_grid', 'pointing_game', 'attention_in_mask',
-           'input_mask', 'finding_mask', 'score_attention', 'report_lengths', 'length_distribution_plot',
-           'interval_plot', 'forest_plot', 'DiagnosisLogits', 'gradcam_maps', 'gradcam_figure']
+           'input_mask', 'finding_mask', 'score_attention', 'study_masks', 'attention_scores', 'report_lengths',
+           'length_distribution_plot', 'interval_plot', 'forest_plot', 'DiagnosisLogits', 'gradcam_maps',
+           'gradcam_figure']
 
 # %% ../nbs/09b_viz.ipynb #590d2c38
 FIGURE_FORMATS = (".png", ".svg")
@@ -437,6 +438,48 @@ def score_attention(model, item: dict,  # a data set item (image, input_ids, tag
             rows.append(dict(word=w, sparsity=title, pointing=pointing_game(a[i], m, grid),
                              in_mask=attention_in_mask(a[i], m, grid)))
     return rows
+
+# %% ../nbs/09b_viz.ipynb #5ea2ba1b
+UNIFORM = "uniform attention"  # the chance level's row label in `attention_scores`
+
+
+def study_masks(test, i: int,  # a data set (its `table["images"]`) and a study index
+                ) -> dict[str, np.ndarray]:
+    "The finding masks beside study i's first film; {} where the films carry none (real data)."
+    from clinical_bert.synthetic import load_masks
+
+    try:
+        return load_masks(test.table["images"].iloc[i][0])
+    except FileNotFoundError:
+        return {}
+
+
+def attention_scores(models: Mapping[str, nn.Module],  # label -> ClinicalBert, each read with its own RSA setting
+                     test,  # a data set with finding masks beside its films (the synthetic benchmark)
+                     vocab,  # its text.Vocab
+                     n_scored: int = 200,  # studies scored at most
+                     ) -> tuple[pd.DataFrame, list[int]]:
+    "(`score_attention` rows of every model and of `UNIFORM`, with model and id; the indices of the studies scored)."
+    rows, scored = [], []
+    for i in range(len(test)):
+        if len(scored) >= n_scored:
+            break
+        masks = study_masks(test, i)
+        item = test[i] if masks else None
+        if item is None or not any(item["tags"]):
+            continue
+        got = [{**r, "model": label, "id": item["id"]} for label, m in models.items()
+               for r in score_attention(m.eval(), item, masks, vocab, sparsities=[m.config.rsa_sparsity])]
+        if not got:
+            continue
+        first = next(iter(models.values())).config  # the words, hence the chance rows, are the same for every model
+        for r in got[:len(got) // len(models)]:
+            mask = input_mask(finding_mask(r["word"], masks), first.image_size)
+            rows.append({**r, "model": UNIFORM, "sparsity": "-", "pointing": float("nan"),
+                         "in_mask": attention_in_mask(np.full(first.n_regions, 1 / first.n_regions), mask, first.grid)})
+        rows += got
+        scored.append(i)
+    return pd.DataFrame(rows), scored
 
 # %% ../nbs/09b_viz.ipynb #c892ac5b
 _HAS_WORD = re.compile(r"\w")

@@ -113,7 +113,9 @@ CHECKS = {
     "table4_ablation": lambda m: all(_nlg_ok(s[v]) and _unit(s[v]["ce_micro_f1"]) for s in (m, m["mimic"]) for v in VARIANTS)
     and all(_claims_ok(m["claims"][d], 4, [k for k in NLG if k != "METEOR"] + ["ce_micro_f1"]) for d in ("iu", "mimic")),
     "table5_k": lambda m: m["n_regions"] == 4 and len(m["k"]) >= 2 and all(_nlg_ok(s) for s in [*m["k"].values(), m["dense"]])
-    and _claims_ok(m["claims"], len(m["k"]), [k for k in NLG if k != "METEOR"]),
+    and _claims_ok(m["claims"], len(m["k"]), [k for k in NLG if k != "METEOR"])
+    and set(m["attention_in_mask"]) == {f"k{k}" for k in m["k"]} | {"dense", "uniform"}  # each K's pre-trained model
+    and all(_unit(v) for v in m["attention_in_mask"].values()),
     "fig5_reports": lambda m: m["n_examples"] >= 1 and (
         m["mesh_hit_rate"] is None if m["mesh_hit"] + m["mesh_miss"] == 0
         else math.isclose(m["mesh_hit_rate"], m["mesh_hit"] / (m["mesh_hit"] + m["mesh_miss"]))),
@@ -227,8 +229,9 @@ def test_two_seeds_give_mean_and_sd(spec):
     assert claims["verdict"].str.contains(r"; .* (?:of 2|both) seeds$").all(), claims["verdict"].tolist()  # each seed's own bootstrap
 
 
-def test_fig6_on_films_without_masks(tmp_path):
-    "Real films carry no finding masks: Figure 6 still draws its maps and writes no scores (it crashed before)."
+def test_attention_on_films_without_masks(tmp_path):
+    """Real films carry no finding masks: Figure 6 still draws its maps and writes no scores (it crashed before);
+    Table 5 keeps its sweep and leaves its attention column empty."""
     from clinical_bert.synthetic import make_dataset
     root = make_dataset(tmp_path / "data" / "mimic", 160, 0, "mimic", size=73)  # the tiny benchmark's size: a val split
     for p in root.rglob("*_masks.npz"):
@@ -241,6 +244,10 @@ def test_fig6_on_films_without_masks(tmp_path):
     assert metrics["n_studies"] >= 1 and metrics["scores"] == {}, metrics
     assert (tmp_path / "figures" / "fig6_attention" / "fig6_attention_0.png").is_file()
     assert not (tmp_path / "figures" / "fig6_attention" / "fig6_scores.md").exists()
+    run_notebook(next(nb for nb in NOTEBOOKS if exp_name(nb) == "table5_k"), spec)  # reads fig6's pre-trained models
+    metrics = json.loads((tmp_path / "runs" / "table5_k" / "metrics.json").read_text())
+    assert set(metrics["attention_in_mask"].values()) == {None} and all(_nlg_ok(s) for s in metrics["k"].values())
+    assert "no masks beside these films" in (tmp_path / "figures" / "table5_k" / "table5_k.md").read_text()
 
 
 def test_fig6_reads_masks_under_a_data_folder(tmp_path):
