@@ -461,6 +461,7 @@ def attention_scores(models: Mapping[str, nn.Module],  # label -> ClinicalBert, 
                      ) -> tuple[pd.DataFrame, list[int]]:
     "(`score_attention` rows of every model and of `UNIFORM`, with model and id; the indices of the studies scored)."
     rows, scored = [], []
+    first = next(iter(models.values())).config  # the words, hence the chance rows, are the same for every model
     for i in range(len(test)):
         if len(scored) >= n_scored:
             break
@@ -472,8 +473,7 @@ def attention_scores(models: Mapping[str, nn.Module],  # label -> ClinicalBert, 
                for r in score_attention(m.eval(), item, masks, vocab, sparsities=[m.config.rsa_sparsity])]
         if not got:
             continue
-        first = next(iter(models.values())).config  # the words, hence the chance rows, are the same for every model
-        for r in got[:len(got) // len(models)]:
+        for r in got[:len(got) // len(models)]:  # the first model's rows: each word once
             mask = input_mask(finding_mask(r["word"], masks), first.image_size)
             rows.append({**r, "model": UNIFORM, "sparsity": "-", "pointing": float("nan"),
                          "in_mask": attention_in_mask(np.full(first.n_regions, 1 / first.n_regions), mask, first.grid)})
