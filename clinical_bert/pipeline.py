@@ -565,22 +565,27 @@ DENSE = VARIANTS[3]  # +CD+MMM+IMM without sparsity: Table 5's last row
 
 
 @patch
-def k_sweep_model(self: Experiment, k: int | None,  # regions kept per word (eq. 6); None: no sparsity
-                  ) -> Path:
-    "Table 5's MIMIC-CXR report generator for one K, pre-trained at the full budget with `imm_k=K` as the paper does."
+def k_sweep_start(self: Experiment, k: int | None,  # regions kept per word (eq. 6); None: no sparsity
+                  ) -> tuple[str, dict]:
+    "The variant and `pretrained` keywords of Table 5's row for K, pre-trained at the full budget as the paper does."
     if k is None:  # the row without sparsity is Table 4's model
-        return self.rrg_model("mimic", DENSE)
+        return DENSE, {}
     if k == self.model_config(FULL).imm_k:  # the preset's own K is Table 2's model
-        return self.rrg_model("mimic", FULL)
-    return self.rrg_model("mimic", self.k_sweep_pretrained(k), tag=f"k{k}")
+        return FULL, {}
+    return FULL, dict(tag=f"k{k}", imm_k=k)
 
 
 @patch
-def k_sweep_pretrained(self: Experiment, k: int | None,  # regions kept per word (eq. 6); None: no sparsity
-                       ) -> Path:
-    "The pre-trained model `k_sweep_model(k)` starts from (Table 5's attention column reads it)."
-    if k is None:
-        return self.pretrained(DENSE)
-    if k == self.model_config(FULL).imm_k:
-        return self.pretrained(FULL)
-    return self.pretrained(FULL, tag=f"k{k}", imm_k=k)
+def k_sweep_pretrained(self: Experiment, k: int | None) -> Path:
+    "The pre-trained model of Table 5's row for K (its attention column reads it)."
+    variant, kw = self.k_sweep_start(k)
+    return self.pretrained(variant, **kw)
+
+
+@patch
+def k_sweep_model(self: Experiment, k: int | None) -> Path:
+    "Table 5's MIMIC-CXR report generator for K: Table 2's or Table 4's model, else one fine-tuned from its own pre-training."
+    variant, kw = self.k_sweep_start(k)
+    if not kw:
+        return self.rrg_model("mimic", variant)
+    return self.rrg_model("mimic", self.pretrained(variant, **kw), tag=kw["tag"])

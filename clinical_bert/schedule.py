@@ -13,7 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from .pipeline import DENSE, FULL, VARIANTS, Experiment, _done, k_values
+from .pipeline import FULL, VARIANTS, Experiment, _done, k_values
 
 # %% auto #0
 __all__ = ['PLANS', 'Training', 'pretrained', 'rrg', 'rd', 'after', 'folder', 'call', 'plan', 'todo', 'TrainingFailed',
@@ -91,15 +91,11 @@ def call(t: Training, ex: Experiment):
 def _table5(exs: list[Experiment]) -> list[Training]:
     "06_table5_k: `Experiment.k_sweep_pretrained` and `k_sweep_model` of each K of the sweep and of no sparsity."
     ex, out = exs[0], []
-    cfg = ex.model_config(FULL)
     for e in exs:
-        for k in [*k_values(cfg.n_regions, n_points=ex.size["k_points"]), None]:
-            if k is None or k == cfg.imm_k:  # Table 4's and Table 2's models
-                v = DENSE if k is None else FULL
-                out += [pretrained(v, e.seed), rrg("mimic", v, e.seed)]
-            else:
-                start = pretrained(FULL, e.seed, tag=f"k{k}", imm_k=k)
-                out += [start, rrg("mimic", start, e.seed, tag=f"k{k}")]
+        for k in [*k_values(ex.model_config(FULL).n_regions, n_points=ex.size["k_points"]), None]:
+            variant, kw = e.k_sweep_start(k)
+            start = pretrained(variant, e.seed, **kw)
+            out += [start, rrg("mimic", start, e.seed, tag=kw["tag"]) if kw else rrg("mimic", variant, e.seed)]
     return out
 
 
